@@ -1,0 +1,25 @@
+#!/bin/bash
+# Installs everything the build, the demo and the test suite need, from
+# Debian 12's archive. Idempotent; run as root.
+set -euo pipefail
+
+packages=(
+  # build
+  meson ninja-build pkg-config gcc clang
+  libsystemd-dev libinih-dev uuid-dev libcmocka-dev libext2fs-dev comerr-dev zlib1g-dev
+  # sanitizer and fuzzer runtimes
+  libclang-rt-14-dev
+  # real peers used by tests, demo and benchmarks
+  python3 qemu-utils e2fsprogs libvhdi-utils util-linux fdisk bzip2 jq
+  systemd systemd-container dbus debootstrap
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
