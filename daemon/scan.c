@@ -1,0 +1,511 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "macro.h"
+#include "scan.h"
+
+/* Reads start at CHUNK_MAX and halve while one read takes longer than
+ * STEP_SLOW_USEC (a slow or cold disk), so that check() still runs at least
+ * every 50 ms of work; they grow back when reads are fast again. */
+#define CHUNK_MAX (8 * MiB)
+#define CHUNK_MIN (64 * KiB)
+#define STEP_SLOW_USEC UINT64_C(25000)
+#define STEP_FAST_USEC UINT64_C(5000)
+/* Longest sleep between two check() calls while pacing for io_limit. */
+#define PACE_SLICE_USEC UINT64_C(50000)
+/* The stale tier punches big data pieces in slices, with check() between. */
+#define PUNCH_SLICE (256 * MiB)
+#define USEC_PER_SEC UINT64_C(1000000)
+
+/* A zero run is a stretch of the scanned ranges that reads as zeros: zero
+ * data blocks and existing holes alike. Counting holes in makes a small zero
+ * piece next to an existing hole worth punching (it only widens that hole,
+ * which is what `fallocate --dig-holes` does too); only data bytes that
+ * become holes are counted as punched. */
+typedef struct ZeroRun {
+        bool open;
+        bool committed;         /* its head is already punched: the rest goes regardless of min_hole */
+        uint64_t start, end;
+} ZeroRun;
+
+typedef struct Scanner {
+        int fd;
+        const ScanControl *c;
+        ScanResult *r;
+        uint64_t align;
+        uint64_t min_hole;
+        uint8_t *buf;
+        size_t chunk;           /* current read size */
+        size_t chunk_max;
+        uint64_t pace_next;     /* io_limit: monotonic µs before which the next read must wait */
+        uint64_t done;          /* examined up to here, in whole steps */
+        ZeroRun run;
+} Scanner;
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static int control_check(const ScanControl *c) {
+        return c->check ? c->check(c->userdata) : 0;
+}
+
+static void control_progress(const ScanControl *c, uint64_t done) {
+        if (c->progress)
+                c->progress(done, c->userdata);
+}
+
+/* Head checked word-wise, where data blocks almost always differ; the rest
+ * compared with itself shifted by 16 bytes: p[i] == p[i + 16] everywhere plus
+ * a zero head means all zero, and libc's memcmp is vectorised. */
+static bool buffer_is_zero(const uint8_t *p, size_t n) {
+        uint64_t a, b;
+
+        if (n < 16) {
+                for (size_t i = 0; i < n; i++)
+                        if (p[i])
+                                return false;
+                return true;
+        }
+        memcpy(&a, p, sizeof a);
+        memcpy(&b, p + 8, sizeof b);
+        if (a | b)
+                return false;
+        return memcmp(p, p + 16, n - 16) == 0;
+}
+
+static int seek_data_or_hole(int fd, uint64_t pos, int whence, uint64_t limit, uint64_t *ret) {
+        off_t o = lseek(fd, (off_t) pos, whence);
+
+        if (o < 0) {
+                /* ENXIO: no data at or after pos (SEEK_DATA), or pos is at EOF. */
+                if (errno != ENXIO)
+                        return -errno;
+                o = (off_t) limit;
+        }
+        *ret = MIN((uint64_t) o, limit);
+        return 0;
+}
+
+int scan_allocated_bytes(int fd, uint64_t offset, uint64_t length, uint64_t *ret) {
+        uint64_t end = offset + length, pos = offset, total = 0;
+        int r;
+
+        if (end < offset)
+                return -ERANGE;
+        while (pos < end) {
+                uint64_t data = 0, hole = 0;
+
+                r = seek_data_or_hole(fd, pos, SEEK_DATA, end, &data);
+                if (r < 0)
+                        return r;
+                if (data >= end)
+                        break;
+                r = seek_data_or_hole(fd, data, SEEK_HOLE, end, &hole);
+                if (r < 0)
+                        return r;
+                total += hole - data;
+                pos = hole;
+        }
+        *ret = total;
+        return 0;
+}
+
+/* Punches [start, end) and counts the data bytes it turned into holes. */
+static int punch_range(int fd, uint64_t start, uint64_t end, bool dry_run, uint64_t *punched) {
+        uint64_t allocated;
+        int r;
+
+        if (end <= start)
+                return 0;
+        r = scan_allocated_bytes(fd, start, end - start, &allocated);
+        if (r < 0)
+                return r;
+        if (allocated == 0)
+                return 0;
+        if (!dry_run &&
+            fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) start, (off_t) (end - start)) < 0)
+                return -errno;
+        *punched += allocated;
+        return 0;
+}
+
+static int run_close(Scanner *s) {
+        uint64_t start = ALIGN_UP(s->run.start, s->align), end = ALIGN_DOWN(s->run.end, s->align);
+        int r;
+
+        if (!s->run.open)
+                return 0;
+        if (end > start && (s->run.committed || end - start >= s->min_hole)) {
+                r = punch_range(s->fd, start, end, s->c->dry_run, &s->r->punched);
+                if (r < 0)
+                        return r;
+        }
+        s->run = (ZeroRun) {};
+        return 0;
+}
+
+/* Once the aligned part of an open run is long enough, punch it right away:
+ * runs can be terabytes long, and a punch should be a short step. */
+static int run_commit_head(Scanner *s) {
+        uint64_t start = ALIGN_UP(s->run.start, s->align), end = ALIGN_DOWN(s->run.end, s->align);
+        int r;
+
+        if (!s->run.open || end <= start || (!s->run.committed && end - start < s->min_hole))
+                return 0;
+        r = punch_range(s->fd, start, end, s->c->dry_run, &s->r->punched);
+        if (r < 0)
+                return r;
+        s->run.start = end;
+        s->run.committed = true;
+        return 0;
+}
+
+static int run_extend(Scanner *s, uint64_t start, uint64_t end) {
+        int r;
+
+        if (s->run.open && s->run.end == start) {
+                s->run.end = end;
+                return 0;
+        }
+        r = run_close(s);
+        if (r < 0)
+                return r;
+        s->run = (ZeroRun) { .open = true, .start = start, .end = end };
+        return 0;
+}
+
+/* Token bucket without burst: each read books its bytes at io_limit, and the
+ * next read waits until the booked time, in slices so check() keeps running. */
+static int pace_wait(Scanner *s) {
+        if (s->c->io_limit == 0)
+                return 0;
+        for (;;) {
+                uint64_t now = now_usec();
+                struct timespec ts;
+                uint64_t d;
+                int r;
+
+                if (now >= s->pace_next)
+                        return 0;
+                d = MIN(s->pace_next - now, PACE_SLICE_USEC);
+                ts = (struct timespec) { .tv_sec = (time_t) (d / USEC_PER_SEC),
+                                         .tv_nsec = (long) (d % USEC_PER_SEC) * 1000 };
+                nanosleep(&ts, NULL);
+                r = control_check(s->c);
+                if (r < 0)
+                        return r;
+        }
+}
+
+static void pace_book(Scanner *s, uint64_t bytes) {
+        if (s->c->io_limit == 0)
+                return;
+        s->pace_next = MAX(s->pace_next, now_usec()) + bytes * USEC_PER_SEC / s->c->io_limit;
+}
+
+static void chunk_adapt(Scanner *s, uint64_t elapsed) {
+        if (elapsed > STEP_SLOW_USEC && s->chunk / 2 >= CHUNK_MIN)
+                s->chunk = ALIGN_DOWN(s->chunk / 2, s->align);
+        else if (elapsed < STEP_FAST_USEC && s->chunk * 2 <= s->chunk_max)
+                s->chunk *= 2;
+        s->chunk = MAX(s->chunk, (size_t) s->align);
+}
+
+static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t offset, size_t *ret) {
+        size_t got = 0;
+
+        while (got < len) {
+                ssize_t n = pread(fd, buf + got, len - got, (off_t) (offset + got));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                got += (size_t) n;
+        }
+        *ret = got;
+        return 0;
+}
+
+/* Feeds the align-sized blocks of buf (file offset off) to the zero run. */
+static int scan_buffer(Scanner *s, const uint8_t *buf, uint64_t off, size_t len) {
+        uint64_t pos = off, end = off + len;
+        int r;
+
+        while (pos < end) {
+                uint64_t bend = MIN(ALIGN_DOWN(pos, s->align) + s->align, end);
+
+                if (buffer_is_zero(buf + (pos - off), bend - pos))
+                        r = run_extend(s, pos, bend);
+                else
+                        r = run_close(s);
+                if (r < 0)
+                        return r;
+                pos = bend;
+        }
+        return 0;
+}
+
+/* One step: read, check and punch one chunk of the data at pos, up to limit. */
+static int scan_chunk(Scanner *s, uint64_t pos, uint64_t limit, uint64_t *ret_end) {
+        uint64_t end = MIN(limit, ALIGN_DOWN(pos + s->chunk, s->align)), t;
+        size_t got = 0;
+        int r;
+
+        if (end <= pos)
+                end = MIN(limit, pos + s->chunk);
+
+        r = pace_wait(s);
+        if (r < 0)
+                return r;
+        t = now_usec();
+        r = pread_full(s->fd, s->buf, end - pos, pos, &got);
+        if (r < 0)
+                return log_debug_errno(r, "Failed to read at %" PRIu64 ": %m", pos);
+        chunk_adapt(s, now_usec() - t);
+        pace_book(s, got);
+        s->r->read += got;
+        if (got < end - pos)
+                /* Ranges are clamped to the size at the start, and the lease
+                 * keeps everyone else out: a file that shrank is not ours to
+                 * reason about. */
+                return log_debug_errno(EIO, "File ended early at %" PRIu64, pos + got);
+
+        r = scan_buffer(s, s->buf, pos, end - pos);
+        if (r < 0)
+                return r;
+        r = run_commit_head(s);
+        if (r < 0)
+                return r;
+        /* Keep the page cache for the guests, not for a one-time scan. */
+        (void) posix_fadvise(s->fd, (off_t) pos, (off_t) (end - pos), POSIX_FADV_DONTNEED);
+        *ret_end = end;
+        return 0;
+}
+
+static void step_done(Scanner *s, uint64_t from, uint64_t to) {
+        s->r->examined += to - from;
+        s->done = to;
+        control_progress(s->c, s->r->examined);
+}
+
+static int scan_range(Scanner *s, uint64_t start, uint64_t end) {
+        uint64_t pos = start;
+        int r;
+
+        while (pos < end) {
+                uint64_t data = 0, hole = 0;
+
+                r = control_check(s->c);
+                if (r < 0)
+                        return r;
+                r = seek_data_or_hole(s->fd, pos, SEEK_DATA, end, &data);
+                if (r < 0)
+                        return r;
+                if (data > pos) {
+                        r = run_extend(s, pos, data);
+                        if (r >= 0)
+                                r = run_commit_head(s);
+                        if (r < 0)
+                                return r;
+                        step_done(s, pos, data);
+                        pos = data;
+                        continue;
+                }
+                r = seek_data_or_hole(s->fd, pos, SEEK_HOLE, end, &hole);
+                if (r < 0)
+                        return r;
+                while (pos < hole) {
+                        uint64_t next = 0;
+
+                        r = control_check(s->c);
+                        if (r < 0)
+                                return r;
+                        r = scan_chunk(s, pos, hole, &next);
+                        if (r < 0)
+                                return r;
+                        step_done(s, pos, next);
+                        pos = next;
+                }
+        }
+        return 0;
+}
+
+/* Ranges are taken in order; they may touch but not overlap. */
+static int ranges_validate(const ExtentList *ranges) {
+        for (size_t i = 1; i < ranges->n; i++)
+                if (ranges->items[i].offset < extent_end(&ranges->items[i - 1]))
+                        return -EINVAL;
+        for (size_t i = 0; i < ranges->n; i++)
+                if (extent_end(&ranges->items[i]) < ranges->items[i].offset)
+                        return -ERANGE;
+        return 0;
+}
+
+static int control_validate(const ScanControl *c) {
+        /* align must be a power of two for the trimming arithmetic to mean
+         * what a file system means by block. */
+        if (c->align == 0 || (c->align & (c->align - 1)) != 0 || c->align > CHUNK_MAX)
+                return -EINVAL;
+        return 0;
+}
+
+/* Everything below an open run is examined, and every run before it punched. */
+static uint64_t scanner_stop_offset(const Scanner *s) {
+        return s->run.open ? s->run.start : s->done;
+}
+
+static size_t chunk_max_for(const ScanControl *c) {
+        size_t m = CHUNK_MAX;
+
+        /* With io_limit one chunk is at most 50 ms worth of bandwidth, so the
+         * pacing stays smooth. */
+        if (c->io_limit > 0)
+                m = (size_t) MIN((uint64_t) m, MAX(c->io_limit / 20, CHUNK_MIN));
+        return MAX(ALIGN_DOWN(m, c->align), (size_t) c->align);
+}
+
+int scan_punch_zero_runs(int fd, const ExtentList *ranges, const ScanControl *c, ScanResult *r) {
+        _cleanup_free_ uint8_t *buf = NULL;
+        struct stat st;
+        Scanner s;
+        int k;
+
+        *r = (ScanResult) {};
+        k = control_validate(c);
+        if (k < 0)
+                return k;
+        k = ranges_validate(ranges);
+        if (k < 0)
+                return k;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+
+        s = (Scanner) {
+                .fd = fd,
+                .c = c,
+                .r = r,
+                .align = c->align,
+                .min_hole = MAX(c->min_hole, c->align),
+                .chunk_max = chunk_max_for(c),
+                .pace_next = now_usec(),
+        };
+        s.chunk = s.chunk_max;
+        buf = aligned_alloc(4096, ALIGN_UP(s.chunk_max, 4096));
+        if (!buf)
+                return -ENOMEM;
+        s.buf = buf;
+        (void) posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+
+        for (size_t i = 0; i < ranges->n; i++) {
+                uint64_t start = ranges->items[i].offset;
+                uint64_t end = MIN(extent_end(&ranges->items[i]), (uint64_t) st.st_size);
+
+                if (start >= end)
+                        continue;
+                /* A run carries over only into a range that touches it. */
+                if (s.run.open && s.run.end != start) {
+                        k = run_close(&s);
+                        if (k < 0)
+                                goto fail;
+                }
+                s.done = start;
+                k = scan_range(&s, start, end);
+                if (k < 0)
+                        goto fail;
+        }
+        k = run_close(&s);
+        if (k < 0)
+                goto fail;
+        r->stop_offset = s.done;
+        return 0;
+
+fail:
+        r->stop_offset = scanner_stop_offset(&s);
+        return k;
+}
+
+/* Stale tier, one range: punch each data piece inside [start, end), in
+ * slices, checking between them. */
+static int punch_data_pieces(int fd, uint64_t start, uint64_t end, const ScanControl *c,
+                             ScanResult *r) {
+        uint64_t pos = start;
+        int k;
+
+        while (pos < end) {
+                uint64_t data = 0, hole = 0, slice_end;
+
+                k = seek_data_or_hole(fd, pos, SEEK_DATA, end, &data);
+                if (k < 0)
+                        return k;
+                if (data >= end)
+                        break;
+                k = seek_data_or_hole(fd, data, SEEK_HOLE, end, &hole);
+                if (k < 0)
+                        return k;
+                slice_end = MIN(hole, data + PUNCH_SLICE);
+                if (!c->dry_run &&
+                    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                              (off_t) data, (off_t) (slice_end - data)) < 0)
+                        return -errno;
+                r->punched += slice_end - data;
+                r->stop_offset = slice_end;
+                pos = slice_end;
+                k = control_check(c);
+                if (k < 0)
+                        return k;
+        }
+        return 0;
+}
+
+int scan_punch_ranges(int fd, const ExtentList *ranges, const ScanControl *c, ScanResult *r) {
+        int k;
+
+        *r = (ScanResult) {};
+        k = control_validate(c);
+        if (k < 0)
+                return k;
+        k = ranges_validate(ranges);
+        if (k < 0)
+                return k;
+
+        for (size_t i = 0; i < ranges->n; ) {
+                uint64_t start = ranges->items[i].offset, end = extent_end(&ranges->items[i]);
+                uint64_t pstart, pend;
+
+                /* Touching ranges are one range. */
+                for (i++; i < ranges->n && ranges->items[i].offset == end; i++)
+                        end = extent_end(&ranges->items[i]);
+
+                k = control_check(c);
+                if (k < 0)
+                        return k;
+                r->stop_offset = start;
+                pstart = ALIGN_UP(start, c->align);
+                pend = ALIGN_DOWN(end, c->align);
+                if (pend > pstart && pend - pstart >= c->min_hole) {
+                        k = punch_data_pieces(fd, pstart, pend, c, r);
+                        if (k < 0)
+                                return k;
+                }
+                r->examined += end - start;
+                r->stop_offset = end;
+                control_progress(c, r->examined);
+        }
+        return 0;
+}
