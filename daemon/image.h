@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <stdint.h>
+
+#include "extent.h"
+#include "vdisk.h"
+#include "vhdx.h"
+
+/* A format-independent view of one image file, read through the pass's one
+ * descriptor: which file ranges hold what, and the virtual disk inside. */
+
+typedef enum ImageFormat {
+        IMAGE_FORMAT_RAW,
+        IMAGE_FORMAT_VHDX,
+} ImageFormat;
+
+typedef struct Image {
+        int fd;                 /* borrowed: the pass owns it */
+        ImageFormat format;
+        uint64_t file_size;
+        uint64_t virtual_size;
+        Vhdx *vhdx;             /* VHDX only */
+        VhdxSource source;
+        VDisk vdisk;
+} Image;
+
+/* Detects the format and parses it. -EBADMSG/-EOPNOTSUPP with *ret_error
+ * naming the problem when the file is not an image we can handle safely. */
+int image_open(int fd, Image **ret, char **ret_error);
+Image *image_free(Image *img);
+
+/* See vhdx_file_ranges(); a raw image is one data range. */
+int image_file_ranges(const Image *img, ExtentList *structures, ExtentList *data, ExtentList *stale);
+/* Virtual disk ranges to the file ranges that store them (present data only). */
+int image_map_virtual_ranges(const Image *img, const ExtentList *virt, ExtentList *out);
+
+const char *image_format_to_string(ImageFormat f);

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsaware.h"
+#include "macro.h"
+#include "pass-free.h"
+
+static int set_note(FreeTier *ft, const char *note) {
+        free(ft->note);
+        ft->note = strdup(note);
+        return ft->note ? 0 : -ENOMEM;
+}
+
+int free_tier_prepare(FreeTier *ft, Image *img, bool enabled, PassReport *rep) {
+        FsScan scan = {};
+        const FsPartition *unclean;
+        int r;
+
+        ft->enabled = enabled;
+        if (img->format == IMAGE_FORMAT_VHDX && img->vhdx->has_parent) {
+                /* A differencing disk's guest view needs the parent chain. */
+                rep->filesystem = strdup("unknown (differencing disk)");
+                if (enabled) {
+                        ft->skipped_differencing = true;
+                        return set_note(ft, "free tier skipped: differencing disk") < 0 ? -ENOMEM : 1;
+                }
+                return 1;
+        }
+
+        r = fsaware_scan(&img->vdisk, &scan);
+        if (r < 0) {
+                if (!enabled) {
+                        /* The safe tiers do not depend on the guest's view. */
+                        rep->filesystem = strdup("unknown");
+                        return 1;
+                }
+                pass_report_set(rep, r == -EBADMSG ? PASS_REFUSED_INVALID : PASS_ERROR,
+                                "reading the guest file systems: %s", scan.error[0] ? scan.error : strerror(-r));
+                return r;
+        }
+        r = fsaware_summary(&scan, &rep->filesystem);
+        if (r < 0)
+                goto finish;
+
+        if (enabled) {
+                unclean = fsaware_first_unclean(&scan);
+                if (unclean) {
+                        pass_report_set(rep, PASS_SKIPPED_UNCLEAN_FS,
+                                        "%s file system at virtual offset 0x%" PRIx64 "%s is not clean: %s",
+                                        fs_kind_to_string(unclean->kind), unclean->offset,
+                                        unclean->index > 0 ? " (a partition)" : "", unclean->reason);
+                        r = 0;
+                        goto finish;
+                }
+                r = image_map_virtual_ranges(img, &scan.free, &ft->file_ranges);
+                if (r < 0)
+                        goto finish;
+                extent_list_normalize(&ft->file_ranges);
+        }
+        r = 1;
+finish:
+        fsaware_scan_done(&scan);
+        if (r == -ENOMEM)
+                pass_report_set(rep, PASS_ERROR, "out of memory");
+        return r;
+}
+
+int free_tier_punch(const FreeTier *ft, Image *img, int fd, const ScanControl *c, bool dry_run, uint64_t *ret_punched) {
+        ScanControl cc = *c;
+        ScanResult sr = {};
+        int r;
+
+        *ret_punched = 0;
+        if (!ft->enabled || ft->file_ranges.n == 0)
+                return 0;
+        cc.dry_run = dry_run;
+        r = scan_punch_ranges(fd, &ft->file_ranges, &cc, &sr);
+        *ret_punched = sr.punched;
+        return r;
+}
+
+int free_tier_renew_guids(Image *img) {
+        if (img->format != IMAGE_FORMAT_VHDX)
+                return 0;
+        return vhdx_renew_write_guids(img->vhdx, img->fd);
+}
+
+void free_tier_done(FreeTier *ft) {
+        extent_list_done(&ft->file_ranges);
+        free(ft->note);
+        *ft = (FreeTier) {};
+}

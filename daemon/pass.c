@@ -1,0 +1,391 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "guard.h"
+#include "log.h"
+#include "macro.h"
+#include "pass.h"
+#include "pass-free.h"
+#include "scan.h"
+
+static const char *const result_names[_PASS_RESULT_MAX] = {
+        [PASS_SUCCESS] = "success",
+        [PASS_NOTHING_TO_DO] = "nothing-to-do",
+        [PASS_SKIPPED_IN_USE] = "skipped-in-use",
+        [PASS_SKIPPED_DIRTY_LOG] = "skipped-dirty-log",
+        [PASS_SKIPPED_FIXED] = "skipped-fixed",
+        [PASS_SKIPPED_DIFFERENCING] = "skipped-differencing",
+        [PASS_SKIPPED_UNCLEAN_FS] = "skipped-unclean-fs",
+        [PASS_SKIPPED_THRESHOLD] = "skipped-threshold",
+        [PASS_REFUSED_INVALID] = "refused-invalid",
+        [PASS_ERROR] = "error",
+};
+
+static const char *const discard_names[_DISCARD_MAX] = {
+        [DISCARD_NONE] = "none",
+        [DISCARD_SAFE] = "safe",
+        [DISCARD_FREE] = "free",
+};
+
+const char *pass_result_to_string(PassResult r) {
+        return r >= 0 && r < _PASS_RESULT_MAX ? result_names[r] : "unknown";
+}
+
+PassResult pass_result_from_string(const char *s) {
+        for (int i = 0; i < _PASS_RESULT_MAX; i++)
+                if (strcmp(result_names[i], s) == 0)
+                        return (PassResult) i;
+        return (PassResult) -1;
+}
+
+bool pass_result_is_failure(PassResult r) {
+        return r == PASS_REFUSED_INVALID || r == PASS_ERROR;
+}
+
+const char *discard_to_string(Discard d) {
+        return d >= 0 && d < _DISCARD_MAX ? discard_names[d] : "unknown";
+}
+
+int discard_from_string(const char *s) {
+        for (int i = 0; i < _DISCARD_MAX; i++)
+                if (strcmp(discard_names[i], s) == 0)
+                        return i;
+        return -EINVAL;
+}
+
+static uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+void pass_report_set(PassReport *rep, PassResult result, const char *format, ...) {
+        va_list ap;
+
+        rep->result = result;
+        free(rep->message);
+        rep->message = NULL;
+        va_start(ap, format);
+        if (vasprintf(&rep->message, format, ap) < 0)
+                rep->message = NULL;
+        va_end(ap);
+}
+
+typedef struct PassState {
+        const PassOptions *o;
+        PassReport *rep;
+        int fd;
+        uint64_t deadline;
+        uint64_t progress_total;
+        uint64_t progress_base;
+        ScanControl scan;
+} PassState;
+
+static int pass_check(void *userdata) {
+        PassState *s = userdata;
+
+        if (guard_lease_broken(s->fd))
+                return -EINTR;
+        if (s->o->cancel && atomic_load(s->o->cancel))
+                return -ECANCELED;
+        if (s->deadline && now_usec() > s->deadline)
+                return -ETIME;
+        return 0;
+}
+
+static void pass_progress(uint64_t done, void *userdata) {
+        PassState *s = userdata;
+
+        if (s->o->progress)
+                s->o->progress(s->progress_base + done, s->progress_total, s->o->userdata);
+}
+
+static uint64_t host_block_size(int fd) {
+        struct statfs sfs;
+
+        if (fstatfs(fd, &sfs) < 0 || sfs.f_bsize <= 0)
+                return 4096;
+        return (uint64_t) sfs.f_bsize;
+}
+
+static int allocated_bytes(int fd, uint64_t *ret) {
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        *ret = (uint64_t) st.st_blocks * 512;
+        return 0;
+}
+
+/* Turns a scan's stop reason into the pass result. */
+static void report_stop(PassState *s, int r, const char *tier, uint64_t stop_offset) {
+        PassReport *rep = s->rep;
+
+        switch (r) {
+        case -EINTR:
+                pass_report_set(rep, PASS_SKIPPED_IN_USE,
+                           "stopped: another process opened the image during the %s tier (at file offset 0x%" PRIx64 ")",
+                           tier, stop_offset);
+                break;
+        case -ECANCELED:
+                pass_report_set(rep, PASS_ERROR, "cancelled during the %s tier at file offset 0x%" PRIx64, tier, stop_offset);
+                break;
+        case -ETIME:
+                rep->resume_offset = stop_offset;
+                pass_report_set(rep, rep->stale_bytes + rep->zero_bytes + rep->free_bytes > 0 ? PASS_SUCCESS : PASS_NOTHING_TO_DO,
+                           "stopped after the maximum pass time at file offset 0x%" PRIx64 "; the next pass resumes there",
+                           stop_offset);
+                break;
+        default:
+                pass_report_set(rep, PASS_ERROR, "%s tier at file offset 0x%" PRIx64 ": %s", tier, stop_offset, strerror(-r));
+        }
+}
+
+static int zero_tier_ranges(const ExtentList *structures, const ExtentList *data,
+                            const ExtentList *exclude, uint64_t resume, ExtentList *out) {
+        ExtentList all = {}, from = {};
+        int r = 0;
+
+        for (size_t i = 0; r >= 0 && i < structures->n; i++)
+                r = extent_list_add(&all, structures->items[i].offset, structures->items[i].length);
+        for (size_t i = 0; r >= 0 && i < data->n; i++)
+                r = extent_list_add(&all, data->items[i].offset, data->items[i].length);
+        if (r >= 0) {
+                extent_list_normalize(&all);
+                r = extent_list_add(&from, resume, UINT64_MAX - resume);
+        }
+        if (r >= 0) {
+                ExtentList tmp = {};
+                r = extent_list_intersect(&all, &from, &tmp);
+                if (r >= 0)
+                        r = extent_list_subtract(&tmp, exclude, out);
+                extent_list_done(&tmp);
+        }
+        extent_list_done(&all);
+        extent_list_done(&from);
+        return r;
+}
+
+/* Checks that refuse or skip the image before anything is touched. */
+static bool pass_preflight(PassState *s, const Image *img) {
+        const PassOptions *o = s->o;
+        PassReport *rep = s->rep;
+
+        if (img->format != IMAGE_FORMAT_VHDX)
+                return true;
+        if (img->vhdx->log_dirty) {
+                pass_report_set(rep, PASS_SKIPPED_DIRTY_LOG,
+                           "the log is not empty (LogGuid is set): open the disk in Hyper-V or qemu once to replay it");
+                return false;
+        }
+        if (img->vhdx->leave_block_allocated && !o->force_fixed) {
+                pass_report_set(rep, PASS_SKIPPED_FIXED, "fixed disk (LeaveBlockAllocated is set); use --force to reclaim it anyway");
+                return false;
+        }
+        return true;
+}
+
+static int run_tiers(PassState *s, Image *img, const ExtentList *structures, const ExtentList *data,
+                     const ExtentList *stale, const FreeTier *free_tier, bool dry_run) {
+        PassReport *rep = s->rep;
+        ExtentList zero = {};
+        ScanResult sr = {};
+        int r;
+
+        s->scan.dry_run = dry_run;
+        rep->stale_bytes = rep->zero_bytes = rep->free_bytes = 0;
+
+        r = scan_punch_ranges(s->fd, stale, &s->scan, &sr);
+        rep->stale_bytes = sr.punched;
+        if (r < 0) {
+                report_stop(s, r, "stale", sr.stop_offset);
+                return r;
+        }
+
+        r = free_tier_punch(free_tier, img, s->fd, &s->scan, dry_run, &rep->free_bytes);
+        if (r < 0) {
+                report_stop(s, r, "free", 0);
+                return r;
+        }
+
+        r = zero_tier_ranges(structures, data, &free_tier->file_ranges, s->o->resume_offset, &zero);
+        if (r < 0)
+                return r;
+        s->progress_total = extent_list_total(&zero);
+        sr = (ScanResult) {};
+        r = scan_punch_zero_runs(s->fd, &zero, &s->scan, &sr);
+        extent_list_done(&zero);
+        rep->zero_bytes = sr.punched;
+        if (r < 0) {
+                report_stop(s, r, "zero", sr.stop_offset);
+                return r;
+        }
+        return 0;
+}
+
+/* minReclaim: the cheap estimate first (stale and free need no reading);
+ * only when it falls short does a read-only scan of the zero tier decide. */
+static bool pass_below_threshold(PassState *s, Image *img, const ExtentList *structures,
+                                 const ExtentList *data, const ExtentList *stale, const FreeTier *free_tier) {
+        PassReport *rep = s->rep;
+        uint64_t total;
+
+        if (s->o->min_reclaim == 0 || s->o->dry_run)
+                return false;
+        if (run_tiers(s, img, structures, data, stale, free_tier, true) < 0)
+                return true;    /* the report already says why */
+        total = rep->stale_bytes + rep->zero_bytes + rep->free_bytes;
+        if (total >= s->o->min_reclaim)
+                return false;
+        pass_report_set(rep, PASS_SKIPPED_THRESHOLD, "would reclaim %" PRIu64 " bytes, less than minReclaim (%" PRIu64 ")",
+                   total, s->o->min_reclaim);
+        return true;
+}
+
+static void pass_on_image(PassState *s, Image *img) {
+        PassReport *rep = s->rep;
+        ExtentList structures = {}, data = {}, stale = {};
+        _cleanup_(free_tier_done) FreeTier free_tier = {};
+        int r;
+
+        if (!pass_preflight(s, img))
+                return;
+
+        r = image_file_ranges(img, &structures, &data, &stale);
+        if (r < 0) {
+                pass_report_set(rep, PASS_ERROR, "computing the file layout: %s", strerror(-r));
+                goto finish;
+        }
+
+        r = free_tier_prepare(&free_tier, img, s->o->discard == DISCARD_FREE, rep);
+        if (r <= 0)
+                goto finish;    /* the report says why */
+
+        if (pass_below_threshold(s, img, &structures, &data, &stale, &free_tier))
+                goto finish;
+
+        if (!s->o->dry_run && free_tier.file_ranges.n > 0) {
+                r = free_tier_renew_guids(img);
+                if (r < 0) {
+                        pass_report_set(rep, PASS_ERROR, "renewing the header's DataWriteGuid: %s", strerror(-r));
+                        goto finish;
+                }
+        }
+
+        s->progress_base = 0;
+        r = run_tiers(s, img, &structures, &data, &stale, &free_tier, s->o->dry_run);
+        if (r < 0)
+                goto finish;    /* run_tiers() reported the stop */
+
+        if (rep->stale_bytes + rep->zero_bytes + rep->free_bytes > 0)
+                pass_report_set(rep, PASS_SUCCESS, "%s", free_tier.note ? free_tier.note : "");
+        else if (free_tier.skipped_differencing)
+                pass_report_set(rep, PASS_SKIPPED_DIFFERENCING, "%s", free_tier.note);
+        else
+                pass_report_set(rep, PASS_NOTHING_TO_DO, "%s", free_tier.note ? free_tier.note : "");
+finish:
+        extent_list_done(&structures);
+        extent_list_done(&data);
+        extent_list_done(&stale);
+}
+
+static void pass_open_and_run(PassState *s, const char *path) {
+        const PassOptions *o = s->o;
+        PassReport *rep = s->rep;
+        _cleanup_close_ int fd = -1;
+        _cleanup_free_ char *error = NULL;
+        Image *img = NULL;
+        int r;
+
+        /* O_NOFOLLOW is not used: images are often reached through symlinks.
+         * The lease below is what guarantees exclusivity. */
+        fd = open(path, (o->dry_run ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0) {
+                /* Someone holds a lease of their own: the image is in use. */
+                if (errno == EWOULDBLOCK)
+                        pass_report_set(rep, PASS_SKIPPED_IN_USE, "the image is leased by another process");
+                else
+                        pass_report_set(rep, PASS_ERROR, "cannot open: %s", strerror(errno));
+                return;
+        }
+        s->fd = fd;
+
+        r = guard_acquire(fd);
+        if (r == -EBUSY) {
+                pass_report_set(rep, PASS_SKIPPED_IN_USE, "another process has the image open");
+                return;
+        }
+        if (r < 0) {
+                pass_report_set(rep, PASS_ERROR, "cannot take a write lease on the image: %s", strerror(-r));
+                return;
+        }
+
+        r = allocated_bytes(fd, &rep->allocated_before);
+        if (r >= 0)
+                r = image_open(fd, &img, &error);
+        if (r < 0) {
+                if (r == -EBADMSG || r == -EOPNOTSUPP)
+                        pass_report_set(rep, PASS_REFUSED_INVALID, "%s", error ? error : strerror(-r));
+                else
+                        pass_report_set(rep, PASS_ERROR, "reading the image: %s", error ? error : strerror(-r));
+        } else {
+                rep->format = img->format;
+                rep->format_known = true;
+                rep->virtual_size = img->virtual_size;
+                rep->file_size = img->file_size;
+
+                s->scan.align = host_block_size(fd);
+                s->scan.min_hole = ALIGN_UP(MAX(o->min_hole, s->scan.align), s->scan.align);
+                s->scan.io_limit = o->io_limit;
+                s->scan.check = pass_check;
+                s->scan.progress = pass_progress;
+                s->scan.userdata = s;
+
+                pass_on_image(s, img);
+                image_free(img);
+        }
+
+        if (!o->dry_run && rep->stale_bytes + rep->zero_bytes + rep->free_bytes > 0 && fsync(fd) < 0 &&
+            !pass_result_is_failure(rep->result))
+                pass_report_set(rep, PASS_ERROR, "fsync: %s", strerror(errno));
+        guard_release(fd);
+        if (allocated_bytes(fd, &rep->allocated_after) < 0)
+                rep->allocated_after = rep->allocated_before;
+        rep->reclaimed = rep->allocated_before > rep->allocated_after ? rep->allocated_before - rep->allocated_after : 0;
+}
+
+int pass_run(const char *path, const PassOptions *o, PassReport *rep) {
+        PassState s = { .o = o, .rep = rep, .fd = -1 };
+        uint64_t start = now_usec();
+
+        *rep = (PassReport) { .dry_run = o->dry_run, .result = PASS_ERROR };
+        rep->path = strdup(path);
+        if (!rep->path)
+                return -ENOMEM;
+        if (o->max_pass_usec > 0)
+                s.deadline = start + o->max_pass_usec;
+
+        pass_open_and_run(&s, path);
+
+        rep->duration_ms = (now_usec() - start) / 1000;
+        if (!rep->message)
+                pass_report_set(rep, rep->result, "%s", "");
+        return rep->message ? 0 : -ENOMEM;
+}
+
+void pass_report_done(PassReport *rep) {
+        free(rep->path);
+        free(rep->filesystem);
+        free(rep->message);
+        *rep = (PassReport) {};
+}

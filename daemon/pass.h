@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "image.h"
+
+/* One reclamation pass over one image: take the lease, validate, punch the
+ * tiers the options allow, measure, release. The same code runs for
+ * `vhdreclaimd --once` and on the daemon's worker threads. */
+
+typedef enum Discard {
+        DISCARD_NONE,
+        DISCARD_SAFE,   /* stale + zero */
+        DISCARD_FREE,   /* stale + zero + free */
+        _DISCARD_MAX,
+} Discard;
+
+typedef enum PassResult {
+        PASS_SUCCESS,
+        PASS_NOTHING_TO_DO,
+        PASS_SKIPPED_IN_USE,
+        PASS_SKIPPED_DIRTY_LOG,
+        PASS_SKIPPED_FIXED,
+        PASS_SKIPPED_DIFFERENCING,
+        PASS_SKIPPED_UNCLEAN_FS,
+        PASS_SKIPPED_THRESHOLD,
+        PASS_REFUSED_INVALID,
+        PASS_ERROR,
+        _PASS_RESULT_MAX,
+} PassResult;
+
+typedef struct PassOptions {
+        Discard discard;
+        bool dry_run;
+        bool force_fixed;               /* act on LeaveBlockAllocated disks */
+        uint64_t min_hole;              /* bytes */
+        uint64_t min_reclaim;           /* bytes; 0 = no threshold */
+        uint64_t io_limit;              /* bytes/s; 0 = unlimited */
+        uint64_t max_pass_usec;         /* 0 = unlimited */
+        uint64_t resume_offset;         /* zero tier starts here (file offset) */
+        const atomic_bool *cancel;      /* set by another thread to stop; may be NULL */
+        /* Progress of the zero tier: bytes examined of total. May be NULL.
+         * Called on the pass's thread. */
+        void (*progress)(uint64_t done, uint64_t total, void *userdata);
+        void *userdata;
+} PassOptions;
+
+typedef struct PassReport {
+        char *path;
+        ImageFormat format;
+        bool format_known;
+        uint64_t virtual_size;
+        uint64_t file_size;
+        uint64_t allocated_before;
+        uint64_t allocated_after;
+        uint64_t reclaimed;             /* measured from st_blocks */
+        uint64_t stale_bytes;           /* punched, or would be with dry_run */
+        uint64_t zero_bytes;
+        uint64_t free_bytes;
+        char *filesystem;
+        PassResult result;
+        char *message;
+        uint64_t duration_ms;
+        uint64_t resume_offset;         /* where the next pass resumes; 0 when complete */
+        bool dry_run;
+} PassReport;
+
+/* Always fills *report (result and message say what happened); returns 0, or
+ * -ENOMEM when even the report could not be made. */
+int pass_run(const char *path, const PassOptions *o, PassReport *report);
+void pass_report_done(PassReport *report);
+/* Sets the result and a printf-formatted message. */
+void pass_report_set(PassReport *report, PassResult result, const char *format, ...) __attribute__((format(printf, 3, 4)));
+
+const char *pass_result_to_string(PassResult r);
+PassResult pass_result_from_string(const char *s);   /* -1 when unknown */
+/* refused-invalid and error: the exit status and the daemon's alarms follow it. */
+bool pass_result_is_failure(PassResult r);
+
+const char *discard_to_string(Discard d);
+int discard_from_string(const char *s);               /* -EINVAL when unknown */

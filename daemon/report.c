@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <inttypes.h>
+
+#include "json.h"
+#include "report.h"
+
+void report_write_json(const PassReport *r, FILE *f) {
+        fputs("{\"path\":", f);
+        json_write_string(f, r->path);
+        fputs(",\"format\":", f);
+        if (r->format_known)
+                json_write_string(f, image_format_to_string(r->format));
+        else
+                fputs("null", f);
+        fprintf(f, ",\"virtual_size\":%" PRIu64 ",\"file_size\":%" PRIu64
+                   ",\"allocated_before\":%" PRIu64 ",\"allocated_after\":%" PRIu64
+                   ",\"reclaimed\":%" PRIu64 ",\"stale_bytes\":%" PRIu64
+                   ",\"zero_bytes\":%" PRIu64 ",\"free_bytes\":%" PRIu64,
+                r->virtual_size, r->file_size, r->allocated_before, r->allocated_after,
+                r->reclaimed, r->stale_bytes, r->zero_bytes, r->free_bytes);
+        fputs(",\"filesystem\":", f);
+        json_write_string(f, r->filesystem ? r->filesystem : "unknown");
+        fputs(",\"result\":", f);
+        json_write_string(f, pass_result_to_string(r->result));
+        fputs(",\"message\":", f);
+        json_write_string(f, r->message);
+        fprintf(f, ",\"duration_ms\":%" PRIu64 ",\"dry_run\":%s,\"resume_offset\":%" PRIu64 "}\n",
+                r->duration_ms, r->dry_run ? "true" : "false", r->resume_offset);
+}
+
+static void format_bytes(uint64_t n, char *buf, size_t size) {
+        static const char units[] = "BKMGTPE";
+        double v = (double) n;
+        unsigned u = 0;
+
+        while (v >= 1024 && u < sizeof units - 2) {
+                v /= 1024;
+                u++;
+        }
+        if (u == 0)
+                snprintf(buf, size, "%" PRIu64 "B", n);
+        else
+                snprintf(buf, size, "%.1f%c", v, units[u]);
+}
+
+void report_write_text(const PassReport *r, FILE *f) {
+        char rec[32], st[32], ze[32], fr[32];
+
+        format_bytes(r->reclaimed, rec, sizeof rec);
+        format_bytes(r->stale_bytes, st, sizeof st);
+        format_bytes(r->zero_bytes, ze, sizeof ze);
+        format_bytes(r->free_bytes, fr, sizeof fr);
+        fprintf(f, "%s: %s%s: %s %s (stale %s, zero %s, free %s) in %" PRIu64 " ms%s%s\n",
+                r->path, pass_result_to_string(r->result), r->dry_run ? " (dry run)" : "",
+                r->dry_run ? "would punch" : "reclaimed",
+                r->dry_run ? "" : rec, st, ze, fr, r->duration_ms,
+                r->message && *r->message ? ": " : "", r->message ? r->message : "");
+}
