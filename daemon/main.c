@@ -131,10 +131,10 @@ static int parse_args(int argc, char **argv, Args *a) {
                         a->once.json = true;
                         break;
                 case ARG_DISCARD:
-                        d = discard_from_string(optarg);
+                        d = discard_mode_from_string(optarg);
                         if (d != DISCARD_SAFE && d != DISCARD_FREE)
                                 return log_error_errno(EINVAL, "--discard takes safe or free, not \"%s\"", optarg);
-                        a->once.pass.discard = (Discard) d;
+                        a->once.pass.discard = (DiscardMode) d;
                         break;
                 case ARG_MIN_HOLE:
                         if (parse_size_arg(optarg, &a->once.pass.min_hole) < 0 || a->once.pass.min_hole == 0)

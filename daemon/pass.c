@@ -31,12 +31,6 @@ static const char *const result_names[_PASS_RESULT_MAX] = {
         [PASS_ERROR] = "error",
 };
 
-static const char *const discard_names[_DISCARD_MAX] = {
-        [DISCARD_NONE] = "none",
-        [DISCARD_SAFE] = "safe",
-        [DISCARD_FREE] = "free",
-};
-
 const char *pass_result_to_string(PassResult r) {
         return r >= 0 && r < _PASS_RESULT_MAX ? result_names[r] : "unknown";
 }
@@ -50,17 +44,6 @@ PassResult pass_result_from_string(const char *s) {
 
 bool pass_result_is_failure(PassResult r) {
         return r == PASS_REFUSED_INVALID || r == PASS_ERROR;
-}
-
-const char *discard_to_string(Discard d) {
-        return d >= 0 && d < _DISCARD_MAX ? discard_names[d] : "unknown";
-}
-
-int discard_from_string(const char *s) {
-        for (int i = 0; i < _DISCARD_MAX; i++)
-                if (strcmp(discard_names[i], s) == 0)
-                        return i;
-        return -EINVAL;
 }
 
 static uint64_t now_usec(void) {

@@ -5,18 +5,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "image.h"
 
 /* One reclamation pass over one image: take the lease, validate, punch the
  * tiers the options allow, measure, release. The same code runs for
  * `vhdreclaimd --once` and on the daemon's worker threads. */
-
-typedef enum Discard {
-        DISCARD_NONE,
-        DISCARD_SAFE,   /* stale + zero */
-        DISCARD_FREE,   /* stale + zero + free */
-        _DISCARD_MAX,
-} Discard;
 
 typedef enum PassResult {
         PASS_SUCCESS,
@@ -33,7 +27,7 @@ typedef enum PassResult {
 } PassResult;
 
 typedef struct PassOptions {
-        Discard discard;
+        DiscardMode discard;            /* safe: stale + zero; free: also guest free space */
         bool dry_run;
         bool force_fixed;               /* act on LeaveBlockAllocated disks */
         uint64_t min_hole;              /* bytes */
@@ -79,6 +73,3 @@ const char *pass_result_to_string(PassResult r);
 PassResult pass_result_from_string(const char *s);   /* -1 when unknown */
 /* refused-invalid and error: the exit status and the daemon's alarms follow it. */
 bool pass_result_is_failure(PassResult r);
-
-const char *discard_to_string(Discard d);
-int discard_from_string(const char *s);               /* -EINVAL when unknown */

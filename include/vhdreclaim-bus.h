@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/* The control interface shared by vhdreclaimd (daemon/control.c) and
+ * vhdreclaimctl: D-Bus peer to peer over the daemon's Unix socket.
+ *
+ * Object /org/vhdreclaim/Manager, interface org.vhdreclaim.Manager1.
+ * Sizes are bytes, times are CLOCK_REALTIME microseconds (0 = never/none),
+ * durations microseconds.
+ *
+ * Methods (R = read-only, open to anyone who can connect; W = changes state:
+ * uid 0, the daemon's own uid, or a member of adminGroup):
+ *
+ *  R ListDisks(as names) -> a(ssssbsttttttssttttu)
+ *        names empty = all disks. One struct per disk:
+ *        name, path, origin ("disk" | "watch.NAME"), format ("vhdx"|"raw"|"unknown"),
+ *        sparse, state ("idle"|"queued"|"reclaiming"|"missing"|"error"),
+ *        virtual_size, file_size, allocated, reclaimable (estimate from the last
+ *        pass or dry run; 0 when unknown), reclaimed_last, reclaimed_total,
+ *        last_result (a PassResult string, "" = never), last_message,
+ *        last_pass (realtime usec), next_pass (realtime usec, 0 = none scheduled),
+ *        job_done, job_total (bytes of the running pass, 0 when idle),
+ *        passes (number of passes run)
+ *     Unknown name -> error VHDRECLAIM_ERROR_NO_SUCH_DISK.
+ *  W Reclaim(as names, b all, b dry_run, s discard) -> at job_ids
+ *        discard "" = each disk's configured mode, else "safe" | "free".
+ *  W Trim(as mounts, b all) -> t job_id
+ *        mounts empty and all=false = the configured [trim] mounts.
+ *  W Cancel(t job_id) -> ()
+ *  W SetSparse(s name, b sparse) -> ()
+ *  W Reload() -> ()   synchronous; on an invalid configuration the error
+ *        VHDRECLAIM_ERROR_CONFIG carries every "FILE:LINE: ..." message,
+ *        one per line, and the old configuration stays.
+ *  R ListJobs() -> a(tsssttd)  id, kind ("reclaim"|"trim"), target, state
+ *        ("queued"|"running"), done, total, rate (bytes/s)
+ *  R History(s name, u limit) -> a(sststtttts)
+ *        name "" = all; newest last: name, path, start (realtime usec),
+ *        result, message, duration_usec, reclaimed, stale_bytes, zero_bytes,
+ *        free_bytes, discard
+ *  R GetTrimStatus() -> a(sttts)  mount, last (realtime usec), trimmed_last,
+ *        trimmed_total, last_result
+ *
+ * Properties (R): Version s, State s ("idle"|"busy"), Disks u, ActiveJobs u,
+ *        ReclaimedTotal t, StartTime t (realtime usec), ConfigFile s.
+ *
+ * Signals:
+ *  JobProgress(t job_id, s target, t done, t total, d rate)   at most 4 per second per job
+ *  JobFinished(t job_id, s kind, s target, s result, s message, t reclaimed)
+ *
+ * busctl --address=unix:path=SOCKET sends org.freedesktop.DBus.Hello first;
+ * the daemon answers it with a unique name as a bus would.
+ */
+
+#define VHDRECLAIM_BUS_PATH      "/org/vhdreclaim/Manager"
+#define VHDRECLAIM_BUS_INTERFACE "org.vhdreclaim.Manager1"
+
+#define VHDRECLAIM_ERROR_NO_SUCH_DISK "org.vhdreclaim.Error.NoSuchDisk"
+#define VHDRECLAIM_ERROR_NO_SUCH_JOB  "org.vhdreclaim.Error.NoSuchJob"
+#define VHDRECLAIM_ERROR_CONFIG       "org.vhdreclaim.Error.InvalidConfig"
+#define VHDRECLAIM_ERROR_ACCESS       "org.vhdreclaim.Error.AccessDenied"
+#define VHDRECLAIM_ERROR_BUSY         "org.vhdreclaim.Error.Busy"
+#define VHDRECLAIM_ERROR_NO_SPACE     "org.vhdreclaim.Error.NoSpace"
+#define VHDRECLAIM_ERROR_FAILED       "org.vhdreclaim.Error.Failed"
+
+/* vhdreclaimctl exit codes */
+enum {
+        CTL_EXIT_OK = 0,
+        CTL_EXIT_FAILED = 1,
+        CTL_EXIT_USAGE = 2,
+        CTL_EXIT_UNREACHABLE = 3,
+};
