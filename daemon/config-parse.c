@@ -723,8 +723,10 @@ static void check_disks(Parser *p) {
                 DiskConfig *d = &c->disks[i];
 
                 if (!d->path) {
+                        /* An invalid path= was reported where it is. */
                         p->line = d->line;
-                        parser_error(p, "[disk.%s] has no path=", d->name);
+                        if (key_line(p, SECTION_DISK, i, "path", 0) == 0)
+                                parser_error(p, "[disk.%s] has no path=", d->name);
                         continue;
                 }
                 for (size_t j = 0; j < i; j++)
@@ -742,7 +744,7 @@ static void check_watches(Parser *p) {
         Config *c = p->config;
 
         for (size_t i = 0; i < c->n_watches; i++)
-                if (!c->watches[i].dir) {
+                if (!c->watches[i].dir && key_line(p, SECTION_WATCH, i, "dir", 0) == 0) {
                         p->line = c->watches[i].line;
                         parser_error(p, "[watch.%s] has no dir=", c->watches[i].name);
                 }

@@ -361,7 +361,7 @@ int reclaim_settings_set(ReclaimSettings *s, ReclaimKey k, const char *value, co
         case RECLAIM_RANDOMIZED_DELAY:
         case RECLAIM_IDLE_DELAY:
         case RECLAIM_MAX_PASS_TIME:
-                why = "expected a duration such as 90s, 10m, 1h30m, 1d, 1w";
+                why = "expected a duration such as 100ms, 90s, 10m, 1h30m, 1d, 1w";
                 r = parse_duration_usec(value, &v);
                 if (r >= 0)
                         *u64_field(s, k) = v;
@@ -403,6 +403,8 @@ int reclaim_settings_set(ReclaimSettings *s, ReclaimKey k, const char *value, co
                 r = -EINVAL;
         }
 
+        if (r == -ERANGE && k != RECLAIM_MAX_PARALLEL)
+                why = "too large";
         if (r < 0 && reason)
                 *reason = why;
         return r;
