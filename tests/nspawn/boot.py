@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Boots the build under a real systemd: the systemd-nspawn test harness.
+
+Unpacks the cached minimal bookworm tree (mkroot.sh builds it once) into a
+fresh temporary directory, installs the build into it (`meson install
+--destdir`), enables the socket and the timer as an administrator would, adds
+a harness unit that runs inside.sh once the system is up, and boots it with
+
+    systemd-nspawn --boot --volatile=overlay --register=no --keep-unit -q --pipe
+
+The harness unit ends the boot with `systemctl exit N`, N being the number of
+failed checks, which becomes nspawn's exit status and the return value of
+boot(). Usable as a module (tests/integration/test_nspawn.py) or by hand:
+
+    tests/nspawn/boot.py --build-root build [--checks "boot timer_listed"] [--keep]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Checks of inside.sh that need only the units and the installed files.
+UNIT_CHECKS = [
+    "boot",
+    "sysusers_group",
+    "socket_listening",
+    "timer_listed",
+    "service_idle_before_first_call",
+]
+# Checks that need the working daemon and vhdreclaimctl; in this order, as
+# each builds on the state the previous one left.
+DAEMON_CHECKS = [
+    "first_call_starts_service",
+    "reload",
+    "broken_reload_keeps_service",
+    "watchdog_restarts_frozen_daemon",
+    "timer_service_reclaims",
+    "journal_fields",
+]
+ALL_CHECKS = UNIT_CHECKS + DAEMON_CHECKS
+
+HARNESS_UNIT = """\
+[Unit]
+Description=vhdreclaim nspawn test harness
+After=basic.target
+
+[Service]
+# Type=exec: the boot completes while the checks run, so that they can wait
+# for it (systemctl is-system-running --wait).
+Type=exec
+ExecStart=/bin/sh -c 'timeout {timeout} /harness/inside.sh >/harness/log 2>&1; rc=$$?; \\
+  journalctl -b --no-pager -o short-monotonic >/harness/journal.txt 2>&1; systemctl exit $$rc'
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# LeakSanitizer stops the world with ptrace(), which the services'
+# SystemCallFilter= refuses: under systemd, sanitizer builds run without leak
+# checks (the other tests run the same binaries with them).
+SANITIZER_DROPIN = """\
+[Service]
+Environment=ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+"""
+
+
+def missing_prerequisites():
+    """What this machine lacks to run the harness, in words; [] when nothing."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root")
+    for tool in ("systemd-nspawn", "debootstrap", "zstd", "tar", "systemctl", "meson"):
+        if shutil.which(tool) is None:
+            missing.append(tool)
+    return missing
+
+
+def cached_tree(extra_packages=()):
+    """The tarball of the minimal tree, built on first use."""
+    out = subprocess.run([os.path.join(HERE, "mkroot.sh"), *extra_packages],
+                         stdout=subprocess.PIPE, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def install_dirs(build_root):
+    """Installed paths of the binaries and the configuration file."""
+    out = subprocess.run(["meson", "introspect", "--buildoptions", build_root],
+                         stdout=subprocess.PIPE, text=True, check=True)
+    opts = {o["name"]: o["value"] for o in json.loads(out.stdout)}
+    prefix = opts["prefix"]
+    return {
+        "BINDIR": os.path.join(prefix, opts["bindir"]),
+        "SBINDIR": os.path.join(prefix, opts["sbindir"]),
+        "VHDRECLAIM_CONF": os.path.join(prefix, opts["sysconfdir"], "vhdreclaim.conf"),
+    }
+
+
+def unpack(tarball, root):
+    os.makedirs(root)
+    zstd = subprocess.Popen(["zstd", "-dc", tarball], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "--numeric-owner", "--xattrs", "--acls", "-xf", "-", "-C", root],
+                   stdin=zstd.stdout, check=True)
+    zstd.stdout.close()
+    if zstd.wait() != 0:
+        raise RuntimeError(f"cannot decompress {tarball}")
+
+
+def installed_binaries(root, dirs):
+    paths = []
+    for d in (dirs["BINDIR"], dirs["SBINDIR"]):
+        for name in ("vhdreclaimd", "vhdreclaimctl"):
+            if os.path.exists(root + os.path.join(d, name)):
+                paths.append(os.path.join(d, name))
+    return paths
+
+
+def check_libraries(root, binaries):
+    """Fails when an installed binary needs a library the tree lacks (add
+    its package to mkroot.sh); True when the build is sanitized."""
+    sanitized = False
+    for path in binaries:
+        out = subprocess.run(["chroot", root, "ldd", path], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        missing = [line.strip() for line in out.stdout.splitlines() if "not found" in line]
+        if out.returncode != 0 or missing:
+            raise RuntimeError(f"{path} cannot run in the test tree: {missing or out.stdout}")
+        sanitized = sanitized or "libasan" in out.stdout
+    return sanitized
+
+
+def prepare(root, results, build_root, checks, timeout):
+    subprocess.run(["meson", "install", "-C", build_root, "--destdir", root,
+                    "--no-rebuild", "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    dirs = install_dirs(build_root)
+    if check_libraries(root, installed_binaries(root, dirs)):
+        for unit in ("vhdreclaimd.service", "vhdreclaim.service"):
+            dropin = os.path.join(root, "etc/systemd/system", unit + ".d")
+            os.makedirs(dropin, exist_ok=True)
+            with open(os.path.join(dropin, "50-sanitizer.conf"), "w") as f:
+                f.write(SANITIZER_DROPIN)
+    with open(os.path.join(root, "etc/systemd/system/vhdreclaim-harness.service"), "w") as f:
+        f.write(HARNESS_UNIT.format(timeout=timeout))
+    # What an administrator does: enable the socket and the timer (not the
+    # service: the first client call must start it).
+    subprocess.run(["systemctl", "--root", root, "--quiet", "enable",
+                    "vhdreclaim-harness.service", "vhdreclaimd.socket", "vhdreclaim.timer"],
+                   check=True)
+    shutil.copy(os.path.join(HERE, "inside.sh"), os.path.join(results, "inside.sh"))
+    with open(os.path.join(results, "env"), "w") as f:
+        for key, value in dirs.items():
+            f.write(f"{key}='{value}'\n")
+        f.write(f"CHECKS='{' '.join(checks)}'\n")
+
+
+def run_container(root, results, timeout):
+    """nspawn's exit status: what the harness unit passed to systemctl exit."""
+    cmd = ["systemd-nspawn", "--boot", "--volatile=overlay", "--register=no", "--keep-unit",
+           "-q", "--pipe", "-D", root, f"--bind={results}:/harness"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        proc.terminate()        # nspawn powers the container off
+        try:
+            output, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        print(f"boot.py: the container did not exit within {timeout + 60} s", file=sys.stderr)
+        print(output, file=sys.stderr)
+        return 1
+    # nspawn's own words, minus a harmless complaint about its propagation
+    # directory that it prints on every exit from this kind of host.
+    for line in output.splitlines():
+        if "nspawn/propagate" not in line:
+            print("nspawn: " + line, file=sys.stderr)
+    return proc.returncode
+
+
+def show_results(results, rc):
+    log = os.path.join(results, "log")
+    if os.path.exists(log):
+        with open(log) as f:
+            sys.stdout.write(f.read())
+    else:
+        print("boot.py: the harness unit never ran", file=sys.stderr)
+    journal = os.path.join(results, "journal.txt")
+    if rc != 0 and os.path.exists(journal):
+        with open(journal) as f:
+            lines = f.readlines()
+        print(f"--- last 150 of {len(lines)} journal lines ---")
+        sys.stdout.writelines(lines[-150:])
+
+
+def boot(build_root, checks=ALL_CHECKS, timeout=300, keep=False):
+    """Boots the build and runs the named checks inside; 0 when all passed."""
+    tarball = cached_tree()
+    work = tempfile.mkdtemp(prefix="vhdreclaim-nspawn-")
+    root = os.path.join(work, "root")
+    results = os.path.join(work, "harness")
+    os.makedirs(results)
+    rc = 1
+    try:
+        t0 = time.monotonic()
+        unpack(tarball, root)
+        t1 = time.monotonic()
+        prepare(root, results, build_root, checks, timeout)
+        t2 = time.monotonic()
+        rc = run_container(root, results, timeout)
+        t3 = time.monotonic()
+        show_results(results, rc)
+        print(f"boot.py: unpack {t1 - t0:.1f} s, install {t2 - t1:.1f} s, "
+              f"boot and checks {t3 - t2:.1f} s; exit status {rc}")
+    finally:
+        if keep:
+            print(f"boot.py: kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return rc
+
+
+def run_as_test(checks):
+    """Entry point of the integration tests: exit status 0 when every check
+    passed, 77 (skip) when this machine cannot boot a container, unless
+    CI=true, where that is a failure too."""
+    def cannot(reason):
+        print(f"cannot boot a test container: {reason}")
+        sys.exit(1 if os.environ.get("CI") == "true" else 77)
+
+    missing = missing_prerequisites()
+    if missing:
+        cannot("missing " + ", ".join(missing))
+    try:
+        cached_tree()
+    except subprocess.CalledProcessError:
+        cannot("mkroot.sh could not build the bookworm tree (no network to the mirror?)")
+    sys.exit(0 if boot(os.environ["BUILD_ROOT"], checks) == 0 else 1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build-root", required=True, help="meson build directory")
+    ap.add_argument("--checks", help="space-separated checks of inside.sh (default: all)")
+    ap.add_argument("--timeout", type=int, default=300, help="seconds for the checks")
+    ap.add_argument("--keep", action="store_true", help="keep the tree and the results")
+    args = ap.parse_args()
+    missing = missing_prerequisites()
+    if missing:
+        sys.exit("boot.py: missing " + ", ".join(missing))
+    checks = args.checks.split() if args.checks else ALL_CHECKS
+    sys.exit(boot(os.path.abspath(args.build_root), checks, args.timeout, args.keep))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+#!/bin/bash
+# Runs inside the booted test container (started by the harness unit that
+# boot.py installs), as root under a real systemd as PID 1. Each check is a
+# function check_NAME that returns 0 or fails with a message; the checks to
+# run are named in $CHECKS (from /harness/env), in order. Prints one TAP-like
+# line per check and exits with the number of failed checks, which the
+# harness unit hands to `systemctl exit`, and so becomes nspawn's status.
+#
+# Adding a check: write check_NAME below and add NAME to the list in
+# boot.py (or pass --checks). A check that needs something not built yet
+# must fail saying so, never pass.
+set -uo pipefail
+
+# shellcheck source=/dev/null
+. /harness/env
+
+SOCKET=/run/vhdreclaim/control.sock
+CTL=$BINDIR/vhdreclaimctl
+DAEMON=$SBINDIR/vhdreclaimd
+
+fail() {
+        echo "    $*" >&2
+        return 1
+}
+
+# Polls "$@" every 0.1 s for up to $1 seconds; 0 once it succeeds.
+wait_for() {
+        local deadline=$(($(date +%s) + $1)); shift
+        until "$@"; do
+                [ "$(date +%s)" -lt "$deadline" ] || return 1
+                sleep 0.1
+        done
+}
+
+prop() {        # prop UNIT PROPERTY
+        systemctl show -P "$2" "$1"
+}
+
+require_ctl() {
+        [ -x "$CTL" ] || fail "vhdreclaimctl is not installed at $CTL (not built yet?)"
+}
+
+require_daemon() {
+        [ -x "$DAEMON" ] || fail "vhdreclaimd is not installed at $DAEMON"
+}
+
+# --- Checks that need only the units and installed files. ---
+
+check_boot() {
+        local state
+        state=$(systemctl is-system-running --wait)
+        case $state in
+        running) ;;
+        degraded)
+                # Tolerated only when none of the failed units is ours.
+                systemctl --failed --no-legend --plain --no-pager >&2
+                ! systemctl --failed --no-legend --plain | grep -q vhdreclaim ||
+                        fail "a vhdreclaim unit failed during boot" ;;
+        *) fail "system state after boot: $state" ;;
+        esac
+}
+
+check_sysusers_group() {
+        getent group vhdreclaim >/dev/null ||
+                fail "systemd-sysusers did not create group vhdreclaim"
+}
+
+check_socket_listening() {
+        local enabled active sub owner
+        enabled=$(systemctl is-enabled vhdreclaimd.socket)
+        [ "$enabled" = enabled ] || fail "vhdreclaimd.socket is $enabled, not enabled" || return
+        active=$(systemctl is-active vhdreclaimd.socket)
+        sub=$(prop vhdreclaimd.socket SubState)
+        [ "$active/$sub" = active/listening ] ||
+                fail "vhdreclaimd.socket is $active/$sub, not active/listening" || return
+        [ -S "$SOCKET" ] || fail "$SOCKET is not a socket" || return
+        owner=$(stat -c '%a %U %G' "$SOCKET")
+        [ "$owner" = "660 root vhdreclaim" ] ||
+                fail "$SOCKET has mode/owner/group '$owner', want '660 root vhdreclaim'"
+}
+
+check_timer_listed() {
+        local line next
+        systemctl is-active -q vhdreclaim.timer || fail "vhdreclaim.timer is not active" || return
+        line=$(systemctl list-timers --all --no-pager --no-legend vhdreclaim.timer)
+        echo "    $line"
+        grep -q 'vhdreclaim\.timer.*vhdreclaim\.service' <<<"$line" ||
+                fail "vhdreclaim.timer is not listed by list-timers" || return
+        # The next elapse: at most a week plus the randomized delay away.
+        next=$(prop vhdreclaim.timer NextElapseUSecRealtime)
+        [ -n "$next" ] || fail "vhdreclaim.timer has no next elapse" || return
+        local next_s now
+        next_s=$(date -d "$next" +%s) || fail "cannot parse next elapse '$next'" || return
+        now=$(date +%s)
+        [ "$next_s" -gt "$now" ] && [ "$next_s" -le $((now + 7 * 86400 + 6000 + 3600)) ] ||
+                fail "next elapse $next is not within the coming week"
+}
+
+check_service_idle_before_first_call() {
+        local active
+        active=$(systemctl is-active vhdreclaimd.service)
+        [ "$active" = inactive ] ||
+                fail "vhdreclaimd.service is $active before any client connected"
+}
+
+# --- Checks that need the working daemon and client. ---
+
+write_config() {        # write_config EXTRA_TEXT: the test's configuration
+        mkdir -p "$(dirname "$VHDRECLAIM_CONF")"
+        cat >"$VHDRECLAIM_CONF" <<EOF
+# written by the nspawn harness
+[reclaim]
+discard=safe
+minReclaim=1M
+minHole=64K
+interval=1w
+$1
+EOF
+}
+
+check_first_call_starts_service() {
+        require_ctl || return
+        require_daemon || return
+        write_config ""
+        "$CTL" status || fail "vhdreclaimctl status failed (exit $?)" || return
+        wait_for 10 systemctl is-active -q vhdreclaimd.service ||
+                fail "vhdreclaimd.service is $(systemctl is-active vhdreclaimd.service) after the first call" || return
+        [ "$(prop vhdreclaimd.socket SubState)" = running ] ||
+                fail "the socket is $(prop vhdreclaimd.socket SubState), not running, with the service up" || return
+        local status
+        status=$(prop vhdreclaimd.service StatusText)
+        echo "    STATUS=$status"
+        [ -n "$status" ] || fail "the daemon sent no STATUS="
+}
+
+# qemu-img image with 4 MiB of data and 16 MiB of written zeros (qemu-img
+# writes zero data, not ZERO block states), owned by OWNER.
+make_image() {          # make_image PATH OWNER
+        mkdir -p "$(dirname "$1")"
+        qemu-img create -q -f vhdx -o block_size=1M "$1" 64M &&
+                qemu-io -f vhdx -c 'write -P 0xa5 0 4M' -c 'write -P 0 4M 16M' "$1" >/dev/null &&
+                chown "$2" "$1" && chmod 0644 "$1" ||
+                fail "cannot make test image $1"
+}
+
+# The two test images: one in /srv, one in a private home directory of
+# another user, so that ProtectSystem=/ProtectHome= and the capability set
+# are exercised on real paths.
+SRV_IMAGE=/srv/wsl/srv.vhdx
+HOME_IMAGE=/home/alice/home.vhdx
+DISKS_CONFIG="[disk.srv]
+path=$SRV_IMAGE
+[disk.home]
+path=$HOME_IMAGE"
+
+check_reload() {
+        require_ctl || return
+        local pid
+        make_image "$SRV_IMAGE" root:root || return
+        mkdir -p /home/alice && chown 1000:1000 /home/alice && chmod 0700 /home/alice
+        make_image "$HOME_IMAGE" 1000:1000 || return
+        pid=$(prop vhdreclaimd.service MainPID)
+        write_config "$DISKS_CONFIG"
+        systemctl reload vhdreclaimd.service || fail "systemctl reload failed" || return
+        [ "$(prop vhdreclaimd.service MainPID)" = "$pid" ] || fail "reload restarted the daemon" || return
+        "$CTL" status srv home || fail "the reloaded configuration lacks disks srv and home"
+}
+
+check_broken_reload_keeps_service() {
+        require_ctl || return
+        local pid out
+        pid=$(prop vhdreclaimd.service MainPID)
+        write_config "$DISKS_CONFIG
+[trim]
+chunk=lots"
+        if out=$(systemctl reload vhdreclaimd.service 2>&1); then
+                fail "reload of a broken configuration succeeded"
+                return
+        fi
+        systemctl is-active -q vhdreclaimd.service || fail "the broken reload stopped the service" || return
+        [ "$(prop vhdreclaimd.service MainPID)" = "$pid" ] || fail "the broken reload restarted the daemon" || return
+        # vhdreclaimctl reload prints the file:line errors; they reach the journal.
+        journalctl -q -u vhdreclaimd.service --no-pager | grep -q "vhdreclaim.conf:[0-9]" ||
+                fail "no file:line error in the journal after the broken reload" || return
+        "$CTL" status srv home || fail "the old configuration was not kept"
+        write_config "$DISKS_CONFIG"
+        systemctl reload vhdreclaimd.service || fail "reload of the repaired configuration failed"
+}
+
+check_watchdog_restarts_frozen_daemon() {
+        require_daemon || return
+        local pid restarts
+        # A short watchdog for the test; the shipped WatchdogSec= is checked by
+        # test_units.py. systemd sends SIGABRT, then SIGCONT to a stopped process.
+        mkdir -p /run/systemd/system/vhdreclaimd.service.d
+        printf '[Service]\nWatchdogSec=2s\nTimeoutAbortSec=10s\nLimitCORE=0\n' \
+                >/run/systemd/system/vhdreclaimd.service.d/50-test-watchdog.conf
+        systemctl daemon-reload
+        systemctl restart vhdreclaimd.service || fail "restart with the test watchdog failed" || return
+        pid=$(prop vhdreclaimd.service MainPID)
+        restarts=$(prop vhdreclaimd.service NRestarts)
+        sleep 3         # the daemon must keep pinging while it runs normally
+        [ "$(prop vhdreclaimd.service MainPID)" = "$pid" ] ||
+                fail "the daemon was restarted although it was not frozen" || return
+        kill -STOP "$pid"
+        wait_for 30 sh -c "[ \"\$(systemctl show -P NRestarts vhdreclaimd.service)\" -gt $restarts ]" ||
+                fail "the frozen daemon was not restarted" || return
+        wait_for 10 systemctl is-active -q vhdreclaimd.service ||
+                fail "vhdreclaimd.service did not come back after the watchdog" || return
+        [ "$(prop vhdreclaimd.service MainPID)" != "$pid" ] || fail "same MainPID after the restart" || return
+        journalctl -q -u vhdreclaimd.service --no-pager | grep -qi "watchdog timeout" ||
+                fail "the journal does not say the watchdog fired" || return
+        rm /run/systemd/system/vhdreclaimd.service.d/50-test-watchdog.conf
+        systemctl daemon-reload
+        systemctl restart vhdreclaimd.service
+}
+
+allocated() {   # allocated PATH: bytes the file occupies
+        echo $(($(stat -c '%b * %B' "$1")))
+}
+
+check_timer_service_reclaims() {
+        require_ctl || return
+        local before_srv before_home copy
+        copy=$(mktemp /srv/copy.XXXXXX)
+        cp --sparse=never "$SRV_IMAGE" "$copy"
+        before_srv=$(allocated "$SRV_IMAGE")
+        before_home=$(allocated "$HOME_IMAGE")
+        systemctl start vhdreclaim.service ||
+                fail "vhdreclaim.service failed: $(prop vhdreclaim.service Result)" || return
+        echo "    srv: $before_srv -> $(allocated "$SRV_IMAGE"), home: $before_home -> $(allocated "$HOME_IMAGE")"
+        [ $((before_srv - $(allocated "$SRV_IMAGE"))) -ge $((15 * 1048576)) ] ||
+                fail "less than 15 MiB reclaimed from $SRV_IMAGE" || return
+        [ $((before_home - $(allocated "$HOME_IMAGE"))) -ge $((15 * 1048576)) ] ||
+                fail "less than 15 MiB reclaimed from $HOME_IMAGE (owned by another user)" || return
+        qemu-img check -q -f vhdx "$SRV_IMAGE" || fail "qemu-img check fails after the pass" || return
+        qemu-img compare -q -f vhdx -F vhdx "$SRV_IMAGE" "$copy" ||
+                fail "the guest-visible content changed" || return
+        rm -f "$copy"
+}
+
+check_journal_fields() {
+        require_daemon || return
+        journalctl -o json -u vhdreclaimd.service --no-pager VHDRECLAIM_DISK=srv | python3 -c '
+import json, re, sys
+entries = [json.loads(line) for line in sys.stdin]
+ends = [e for e in entries if "VHDRECLAIM_RESULT" in e]
+if not ends:
+    sys.exit("    no journal entry with VHDRECLAIM_RESULT for disk srv")
+e = ends[-1]
+print("    " + " ".join(f"{k}={e.get(k)}" for k in
+      ("MESSAGE_ID", "VHDRECLAIM_DISK", "VHDRECLAIM_RESULT", "VHDRECLAIM_RECLAIMED_BYTES")))
+if not re.fullmatch(r"[0-9a-f]{32}", e.get("MESSAGE_ID", "")):
+    sys.exit("    no 128-bit MESSAGE_ID")
+if e["VHDRECLAIM_RESULT"] != "success":
+    sys.exit("    result is " + e["VHDRECLAIM_RESULT"])
+if int(e.get("VHDRECLAIM_RECLAIMED_BYTES", "0")) <= 0:
+    sys.exit("    VHDRECLAIM_RECLAIMED_BYTES is not positive")
+' || fail "the structured pass-end fields are missing from the journal"
+}
+
+# --- Runner. ---
+
+failed=0
+n=0
+for check in $CHECKS; do
+        n=$((n + 1))
+        start=$(date +%s%N)
+        if "check_$check"; then
+                result=ok
+        else
+                result="not ok"
+                failed=$((failed + 1))
+        fi
+        echo "$result $n $check ($((($(date +%s%N) - start) / 1000000)) ms)"
+done
+echo "$((n - failed))/$n checks passed"
+exit "$failed"
