@@ -13,6 +13,8 @@ packages=(
   python3 qemu-utils e2fsprogs libvhdi-utils util-linux fdisk bzip2 jq
   dosfstools ntfs-3g   # mkfs.vfat, mkntfs: other file systems in partition tests
   systemd systemd-container dbus debootstrap
+  # nspawn harness cache (tests/nspawn) and man page rendering (test_units)
+  zstd man-db
 )
 
 missing=()
