@@ -29,8 +29,16 @@ static int fd_pread_full(void *userdata, void *buf, size_t len, uint64_t offset)
         return 0;
 }
 
+static int image_check(const Image *img) {
+        return img->check ? img->check(img->check_userdata) : 0;
+}
+
 static int raw_vdisk_read(VDisk *d, void *buf, size_t len, uint64_t offset) {
         Image *img = d->userdata;
+        int r = image_check(img);
+
+        if (r < 0)
+                return r;
 
         if (offset > img->file_size || len > img->file_size - offset)
                 return -EIO;
@@ -39,6 +47,10 @@ static int raw_vdisk_read(VDisk *d, void *buf, size_t len, uint64_t offset) {
 
 static int vhdx_vdisk_read(VDisk *d, void *buf, size_t len, uint64_t offset) {
         Image *img = d->userdata;
+        int r = image_check(img);
+
+        if (r < 0)
+                return r;
         return vhdx_read_virtual(img->vhdx, &img->source, buf, len, offset);
 }
 

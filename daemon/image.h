@@ -23,6 +23,11 @@ typedef struct Image {
         Vhdx *vhdx;             /* VHDX only */
         VhdxSource source;
         VDisk vdisk;
+        /* Called before every virtual-disk read (the free tier's file system
+         * scan): a negative errno fails the read, so a broken lease stops
+         * that scan too. May be NULL. */
+        int (*check)(void *userdata);
+        void *check_userdata;
 } Image;
 
 /* Detects the format and parses it. -EBADMSG/-EOPNOTSUPP with *ret_error

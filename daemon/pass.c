@@ -333,6 +333,8 @@ static void pass_open_and_run(PassState *s, const char *path) {
                 s->scan.check = pass_check;
                 s->scan.progress = pass_progress;
                 s->scan.userdata = s;
+                img->check = pass_check;
+                img->check_userdata = s;
 
                 pass_on_image(s, img);
                 image_free(img);
