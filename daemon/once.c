@@ -7,11 +7,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsaware.h"
 #include "image.h"
 #include "log.h"
 #include "macro.h"
 #include "once.h"
 #include "report.h"
+#include "scan.h"
 
 int once_run(const OnceOptions *o, char **images, int n_images) {
         int status = 0;
@@ -55,6 +57,58 @@ static void print_layout(const Image *img) {
         extent_list_done(&stale);
 }
 
+/* What the free tier would punch: allocated file bytes that store guest free space. */
+static uint64_t free_tier_allocated(const Image *img, int fd, const ExtentList *free_virtual) {
+        ExtentList file = {};
+        uint64_t total = 0;
+
+        if (image_map_virtual_ranges(img, free_virtual, &file) >= 0) {
+                extent_list_normalize(&file);
+                for (size_t i = 0; i < file.n; i++) {
+                        uint64_t a = 0;
+                        if (scan_allocated_bytes(fd, file.items[i].offset, file.items[i].length, &a) >= 0)
+                                total += a;
+                }
+        }
+        extent_list_done(&file);
+        return total;
+}
+
+static void print_file_systems(Image *img, int fd) {
+        FsScan scan = {};
+        int r;
+
+        if (img->vhdx && img->vhdx->has_parent) {
+                printf("guest file systems  not read: differencing disk (the free tier does not apply)\n");
+                return;
+        }
+        r = fsaware_scan(&img->vdisk, &scan);
+        if (r < 0) {
+                printf("guest file systems  cannot be read: %s\n", scan.error[0] ? scan.error : strerror(-r));
+                return;
+        }
+        printf("guest file systems  %s%s\n", partition_table_kind_to_string(scan.table),
+               scan.gpt_backup_used ? " (primary GPT damaged, backup used)" : "");
+        for (size_t i = 0; i < scan.n_parts; i++) {
+                const FsPartition *p = &scan.parts[i];
+                printf("  %s %-3d %-8s offset 0x%" PRIx64 " size %" PRIu64 "%s%s%s",
+                       p->index > 0 ? "partition" : "whole disk", p->index, fs_kind_to_string(p->kind),
+                       p->offset, p->size,
+                       fs_kind_is_ext(p->kind) ? (p->clean ? ", clean" : ", NOT clean: ") : "",
+                       fs_kind_is_ext(p->kind) && !p->clean ? p->reason : "",
+                       fs_kind_is_ext(p->kind) && p->clean ? ", free " : "");
+                if (fs_kind_is_ext(p->kind) && p->clean)
+                        printf("%" PRIu64, p->free_bytes);
+                printf("\n");
+        }
+        if (fsaware_first_unclean(&scan))
+                printf("free tier           skipped: a file system is not clean\n");
+        else
+                printf("free tier           would punch up to %" PRIu64 " bytes (guest free space in allocated file data)\n",
+                       free_tier_allocated(img, fd, &scan.free));
+        fsaware_scan_done(&scan);
+}
+
 int once_inspect(const char *path) {
         _cleanup_close_ int fd = -1;
         _cleanup_free_ char *error = NULL;
@@ -74,6 +128,8 @@ int once_inspect(const char *path) {
         if (img->vhdx)
                 vhdx_print_inspect(img->vhdx, stdout);
         print_layout(img);
+        if (!img->vhdx || !img->vhdx->log_dirty)
+                print_file_systems(img, fd);
         image_free(img);
         return 0;
 }
