@@ -177,6 +177,7 @@ chunk=lots"
                 fail "reload of a broken configuration succeeded"
                 return
         fi
+        sed 's/^/    reload: /' <<<"$out"
         systemctl is-active -q vhdreclaimd.service || fail "the broken reload stopped the service" || return
         [ "$(prop vhdreclaimd.service MainPID)" = "$pid" ] || fail "the broken reload restarted the daemon" || return
         # vhdreclaimctl reload prints the file:line errors; they reach the journal.
