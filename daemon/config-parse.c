@@ -44,6 +44,7 @@ typedef struct Parser {
         char *buf;
         size_t buf_size;
         int read_error;         /* errno */
+        const char *long_value; /* of the current line, when libinih gets only its key */
         bool oom;
 
         Config *config;
@@ -447,6 +448,8 @@ static int handler(void *user, const char *section, const char *name, const char
         const SeenKey *seen;
         const char *key;
 
+        if (p->long_value)
+                value = p->long_value;
         if (p->kind == SECTION_IGNORED)
                 return 1;
         if (p->kind == SECTION_NONE) {
@@ -674,10 +677,35 @@ static bool check_line(Parser *p, char *s) {
         return true;
 }
 
+/* Returns how much of the checked line s libinih gets. Its line buffer is
+ * short (200 bytes), so of a longer key=value line it gets "key=" and the
+ * handler takes the value from here; longer headers or keys are errors. */
+static size_t fit_line(Parser *p, char *s, size_t max) {
+        size_t len = strlen(s);
+        char *eq;
+
+        if (len <= max)
+                return len;
+
+        eq = s[0] == '[' ? NULL : strchr(s, '=');
+        if (!eq || (size_t) (eq - s) + 1 > max) {
+                parser_error(p, "line too long (a header or key has at most %zu characters)", max);
+                if (s[0] == '[')
+                        p->kind = SECTION_IGNORED;
+                return 0;
+        }
+        p->long_value = strip_blanks(eq + 1);
+        return (size_t) (eq - s) + 1;
+}
+
 static char *reader(char *str, int num, void *stream) {
         Parser *p = stream;
+        size_t len = 0;
         ssize_t n;
         char *s;
+
+        if (num < 3)
+                return NULL;
 
         errno = 0;
         n = getline(&p->buf, &p->buf_size, p->f);
@@ -687,6 +715,7 @@ static char *reader(char *str, int num, void *stream) {
                 return NULL;
         }
         p->line++;
+        p->long_value = NULL;
 
         s = p->buf;
         if (p->line == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
@@ -694,16 +723,14 @@ static char *reader(char *str, int num, void *stream) {
         strip_comment(s);
         s = strip_blanks(s);
 
-        if ((size_t) num < 3 || strlen(s) > (size_t) num - 2) {
-                parser_error(p, "line too long (at most %d characters without the comment)", num - 2);
-                if (s[0] == '[')
-                        p->kind = SECTION_IGNORED;
-                s = (char *) "";
-        } else if (!check_line(p, s))
-                s = (char *) "";
+        /* A header too long for libinih is reported, and starts no section. */
+        if (s[0] == '[' && strlen(s) > (size_t) num - 2)
+                len = fit_line(p, s, (size_t) num - 2);
+        else if (check_line(p, s))
+                len = fit_line(p, s, (size_t) num - 2);
 
         /* libinih sees only checked lines, so it counts lines as we do. */
-        snprintf(str, (size_t) num, "%s\n", s);
+        snprintf(str, (size_t) num, "%.*s\n", (int) len, s);
         return str;
 }
 

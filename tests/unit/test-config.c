@@ -710,15 +710,29 @@ static void test_syntax_errors_all_reported(void **state) {
         assert_message(f, 5, CONFIG_MESSAGE_WARNING, 8, "unknown key 'continued' in [reclaim]");
 }
 
-static void test_long_line(void **state) {
+static void test_long_lines(void **state) {
         Fixture *f = *state;
-        char text[1024];
+        char text[2048], path[700];
 
-        snprintf(text, sizeof(text), "[disk.a]\npath=/%0600d\n", 0);
+        /* libinih's buffer is 200 bytes; long values still arrive whole. */
+        snprintf(path, sizeof(path), "/srv/%0600d.vhdx", 7);
+        snprintf(text, sizeof(text), "[disk.a]\npath = %s   # comment\n[watch.w]\ndir=%s\n", path, path);
+        load_ok(f, text);
+        assert_int_equal(f->msgs.n_items, 0);
+        assert_string_equal(f->config->disks[0].path, path);
+        assert_string_equal(f->config->watches[0].dir, path);
+
+        snprintf(text, sizeof(text), "[reclaim]\nminHole=%0300dX\n", 0);
+        assert_int_equal(load(f, text), -EINVAL);
+        assert_message(f, 0, CONFIG_MESSAGE_ERROR, 2, "invalid value for minHole: '000");
+
+        /* Headers and keys that long are errors, and such a header starts no section. */
+        snprintf(text, sizeof(text), "[disk.%0300d]\npath=/x.img\n[reclaim]\nk%0300d=1\n", 0, 0);
         assert_int_equal(load(f, text), -EINVAL);
         assert_int_equal(f->msgs.n_items, 2);
-        assert_message(f, 0, CONFIG_MESSAGE_ERROR, 1, "[disk.a] has no path=");
-        assert_message(f, 1, CONFIG_MESSAGE_ERROR, 2, "line too long");
+        assert_message(f, 0, CONFIG_MESSAGE_ERROR, 1, "line too long");
+        assert_message(f, 1, CONFIG_MESSAGE_ERROR, 4, "line too long");
+        assert_int_equal(f->config ? f->config->n_disks : 0, 0);
 }
 
 static void test_trim_mounts(void **state) {
@@ -911,7 +925,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_duplicate_disks, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_section_names, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_syntax_errors_all_reported, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_long_lines, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_trim_mounts, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
