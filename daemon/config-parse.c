@@ -518,7 +518,7 @@ static int add_watch(Parser *p, const char *name) {
         c->watches = a;
         a[c->n_watches] = (WatchConfig) {
                 .name = strdup(name),
-                .pattern = strdup("*.vhdx"),
+                .pattern = strdup(DEFAULT_WATCH_PATTERN),
                 .line = p->line,
         };
         if (!a[c->n_watches].name || !a[c->n_watches].pattern)

@@ -472,7 +472,7 @@ int config_new_default(Config **ret) {
 
         c->socket_path = strdup(DEFAULT_SOCKET_PATH);
         c->state_dir = strdup(DEFAULT_STATE_DIR);
-        c->admin_group = strdup("vhdreclaim");
+        c->admin_group = strdup(DEFAULT_ADMIN_GROUP);
         if (!c->socket_path || !c->state_dir || !c->admin_group)
                 return -ENOMEM;
         c->sparse_vhd = true;

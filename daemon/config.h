@@ -63,7 +63,8 @@ typedef struct ConfigMessages {
         size_t n_items;
 } ConfigMessages;
 
-/* Appends "PATH:LINE: error: ..." (or "PATH: ..." when line is 0).
+/* Appends "PATH:LINE: error: ..." or "...: warning: ..." ("PATH: ..." when
+ * line is 0).
  * Returns 0 or -ENOMEM. */
 int config_messages_add(ConfigMessages *m, ConfigMessageLevel level, const char *path,
                         unsigned line, const char *format, ...) __attribute__((format(printf, 5, 6)));
@@ -112,6 +113,9 @@ typedef struct ReclaimSettings {
         uint64_t max_pass_time_usec;    /* 0 = unlimited */
         unsigned max_parallel;          /* 1..64 */
 } ReclaimSettings;
+
+#define DEFAULT_ADMIN_GROUP "vhdreclaim"
+#define DEFAULT_WATCH_PATTERN "*.vhdx"
 
 #define MIN_HOLE_MIN (UINT64_C(4) * 1024)
 #define MAX_PARALLEL_MAX 64
