@@ -38,6 +38,12 @@ static uint32_t get_le32(const uint8_t *p) {
         return le32toh(v);
 }
 
+/* fs_kind_to_string() for messages: never NULL. */
+static const char *kind_name(FsKind k) {
+        const char *s = fs_kind_to_string(k);
+        return s ? s : "unknown";
+}
+
 static bool has_signature(const uint8_t *buf, size_t len, size_t offset, const char *sig, size_t n) {
         return offset + n <= len && memcmp(buf + offset, sig, n) == 0;
 }
@@ -384,7 +390,7 @@ static int ext_scan(VDisk *d, FsPartition *p, ExtentList *free_out) {
                 r = ext_collect_free(fs, p, &found);
         if (r == -EUCLEAN) {
                 p->free_bytes = 0;
-                log_debug("Partition %d (%s): not clean: %s", p->index, fs_kind_to_string(p->kind), p->reason);
+                log_debug("Partition %d (%s): not clean: %s", p->index, kind_name(p->kind), p->reason);
                 return 0;
         }
         if (r < 0)
@@ -397,7 +403,7 @@ static int ext_scan(VDisk *d, FsPartition *p, ExtentList *free_out) {
         }
         p->clean = true;
         log_debug("Partition %d (%s): clean, %" PRIu64 " bytes free in %zu runs",
-                  p->index, fs_kind_to_string(p->kind), p->free_bytes, found.n);
+                  p->index, kind_name(p->kind), p->free_bytes, found.n);
         return 0;
 }
 
@@ -460,7 +466,7 @@ int fsaware_scan(VDisk *d, FsScan *ret) {
                 r = ext_scan(d, p, &ret->free);
                 if (r < 0)
                         return scan_fail(ret, r, "reading the %s file system in partition %d: %s",
-                                         fs_kind_to_string(p->kind), p->index, strerror(-r));
+                                         kind_name(p->kind), p->index, strerror(-r));
         }
         extent_list_normalize(&ret->free);
         return 0;
@@ -515,13 +521,13 @@ int fsaware_summary(const FsScan *s, char **ret) {
         if (!f)
                 return -ENOMEM;
         if (s->table == PARTITION_TABLE_NONE)
-                fputs(s->n_parts > 0 ? fs_kind_to_string(s->parts[0].kind) : "unknown", f);
+                fputs(s->n_parts > 0 ? kind_name(s->parts[0].kind) : "unknown", f);
         else {
                 fprintf(f, "%s: ", partition_table_kind_to_string(s->table));
                 if (s->n_parts == 0)
                         fputs("empty", f);
                 for (size_t i = 0; i < s->n_parts; i++)
-                        fprintf(f, "%s%s", i > 0 ? ", " : "", fs_kind_to_string(s->parts[i].kind));
+                        fprintf(f, "%s%s", i > 0 ? ", " : "", kind_name(s->parts[i].kind));
         }
         if (fclose(f) != 0)
                 return -ENOMEM;
