@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "build-config.h"
+#include "config.h"
 #include "log.h"
 #include "once.h"
 #include "pass.h"
@@ -170,6 +171,7 @@ int main(int argc, char **argv) {
         case MODE_INSPECT:
                 return once_inspect(argv[optind]);
         case MODE_CHECK_CONFIG:
+                return config_check_command(a.config_file, stdout, stderr);
         case MODE_DAEMON:
                 break;
         }
