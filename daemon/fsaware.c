@@ -388,6 +388,10 @@ static int ext_scan(VDisk *d, FsPartition *p, ExtentList *free_out) {
                 r = ext_check_free_counts(fs, p);
         if (r >= 0)
                 r = ext_collect_free(fs, p, &found);
+        /* A disk read that failed anywhere, even where libext2fs carried on
+         * without it, voids the result. */
+        if (fs && (r >= 0 || r == -EUCLEAN) && ext2io_channel_error(fs->io) < 0)
+                r = ext2io_channel_error(fs->io);
         if (r == -EUCLEAN) {
                 p->free_bytes = 0;
                 log_debug("Partition %d (%s): not clean: %s", p->index, kind_name(p->kind), p->reason);
