@@ -88,7 +88,8 @@ static int partition_cmp(const void *a, const void *b) {
 static int table_check_layout(PartitionTable *t, const Disk *disk) {
         uint64_t disk_size = disk->n_sectors * disk->sector_size;
 
-        qsort(t->parts, t->n_parts, sizeof *t->parts, partition_cmp);
+        if (t->n_parts > 1)     /* parts is NULL when there are none: qsort() wants non-NULL */
+                qsort(t->parts, t->n_parts, sizeof *t->parts, partition_cmp);
         for (size_t i = 0; i < t->n_parts; i++) {
                 const Partition *p = &t->parts[i];
 
