@@ -140,6 +140,21 @@ static int probe_partition(VDisk *d, FsPartition *p) {
         return 0;
 }
 
+typedef struct Where {
+        char s[32];
+} Where;
+
+/* "partition 2" or "the whole disk", for messages. */
+static Where where(const FsPartition *p) {
+        Where w;
+
+        if (p->index > 0)
+                snprintf(w.s, sizeof w.s, "partition %d", p->index);
+        else
+                snprintf(w.s, sizeof w.s, "the whole disk");
+        return w;
+}
+
 /* Marks the file system unclean; returns -EUCLEAN for the caller to pass up. */
 _printf_(2, 3)
 static int mark_unclean(FsPartition *p, const char *format, ...) {
@@ -394,7 +409,7 @@ static int ext_scan(VDisk *d, FsPartition *p, ExtentList *free_out) {
                 r = ext2io_channel_error(fs->io);
         if (r == -EUCLEAN) {
                 p->free_bytes = 0;
-                log_debug("Partition %d (%s): not clean: %s", p->index, kind_name(p->kind), p->reason);
+                log_debug("%s (%s): not clean: %s", where(p).s, kind_name(p->kind), p->reason);
                 return 0;
         }
         if (r < 0)
@@ -406,8 +421,8 @@ static int ext_scan(VDisk *d, FsPartition *p, ExtentList *free_out) {
                         return r;
         }
         p->clean = true;
-        log_debug("Partition %d (%s): clean, %" PRIu64 " bytes free in %zu runs",
-                  p->index, kind_name(p->kind), p->free_bytes, found.n);
+        log_debug("%s (%s): clean, %" PRIu64 " bytes free in %zu runs",
+                  where(p).s, kind_name(p->kind), p->free_bytes, found.n);
         return 0;
 }
 
@@ -464,13 +479,13 @@ int fsaware_scan(VDisk *d, FsScan *ret) {
 
                 r = probe_partition(d, p);
                 if (r < 0)
-                        return scan_fail(ret, r, "reading partition %d: %s", p->index, strerror(-r));
+                        return scan_fail(ret, r, "reading %s: %s", where(p).s, strerror(-r));
                 if (!fs_kind_is_ext(p->kind))
                         continue;
                 r = ext_scan(d, p, &ret->free);
                 if (r < 0)
-                        return scan_fail(ret, r, "reading the %s file system in partition %d: %s",
-                                         kind_name(p->kind), p->index, strerror(-r));
+                        return scan_fail(ret, r, "reading the %s file system on %s: %s",
+                                         kind_name(p->kind), where(p).s, strerror(-r));
         }
         extent_list_normalize(&ret->free);
         return 0;
