@@ -177,7 +177,8 @@ static int mbr_add(PartitionTable *t, const Disk *disk, int index, uint8_t type,
 /* Logical partitions: a chain of EBRs inside the extended partition; each
  * holds one logical partition (start relative to that EBR) and a link to the
  * next EBR (start relative to the extended partition). */
-static int mbr_read_logical(PartitionTable *t, const Disk *disk, uint64_t ext_start, uint64_t ext_count) {
+static int mbr_read_logical(PartitionTable *t, const Disk *disk, uint64_t ext_start, uint64_t ext_count,
+                            uint64_t ebrs[static MBR_MAX_LOGICAL], size_t *n_ebrs) {
         _cleanup_free_ uint8_t *s = malloc(disk->sector_size);
         uint64_t ebr = ext_start, ext_end = ext_start + ext_count;
         int index = 5, r;
@@ -190,6 +191,7 @@ static int mbr_read_logical(PartitionTable *t, const Disk *disk, uint64_t ext_st
                                           MBR_MAX_LOGICAL);
                 if (ebr < ext_start || ebr >= ext_end)
                         return table_fail(t, -EBADMSG, "EBR at sector %" PRIu64 " is outside the extended partition", ebr);
+                ebrs[(*n_ebrs)++] = ebr;
                 r = read_sectors(disk, ebr, 1, s);
                 if (r < 0)
                         return table_fail(t, r, "reading EBR at sector %" PRIu64 ": %s", ebr, strerror(-r));
@@ -199,8 +201,8 @@ static int mbr_read_logical(PartitionTable *t, const Disk *disk, uint64_t ext_st
                 MbrEntry logical = mbr_entry(s, 0), link = mbr_entry(s, 1);
                 if (mbr_entry_used(&logical)) {
                         uint64_t start = ebr + logical.start;
-                        if (start + logical.count > ext_end)
-                                return table_fail(t, -EBADMSG, "logical partition %d is outside the extended partition", index);
+                        if (logical.start == 0 || start + logical.count > ext_end)
+                                return table_fail(t, -EBADMSG, "logical partition %d overlaps its EBR or leaves the extended partition", index);
                         r = mbr_add(t, disk, index++, logical.type, start, logical.count);
                         if (r < 0)
                                 return table_fail(t, r, "out of memory");
@@ -211,9 +213,26 @@ static int mbr_read_logical(PartitionTable *t, const Disk *disk, uint64_t ext_st
         }
 }
 
+/* A file system's free space must never include a sector of the table. */
+static int mbr_check_ebrs_uncovered(PartitionTable *t, const Disk *disk, const uint64_t *ebrs, size_t n_ebrs) {
+        for (size_t i = 0; i < t->n_parts; i++)
+                for (size_t j = 0; j < n_ebrs; j++) {
+                        uint64_t at = ebrs[j] * disk->sector_size;
+                        if (at >= t->parts[i].offset && at - t->parts[i].offset < t->parts[i].size)
+                                return table_fail(t, -EBADMSG, "partition %d covers the EBR at sector %" PRIu64,
+                                                  t->parts[i].index, ebrs[j]);
+                }
+        return 0;
+}
+
 static int mbr_read(PartitionTable *t, const Disk *disk, const uint8_t *mbr) {
+        _cleanup_free_ uint64_t *ebrs = calloc(MBR_MAX_LOGICAL, sizeof *ebrs);
+        size_t n_ebrs = 0;
         bool have_extended = false;
         int r;
+
+        if (!ebrs)
+                return table_fail(t, -ENOMEM, "out of memory");
 
         t->kind = PARTITION_TABLE_MBR;
         for (unsigned i = 0; i < 4; i++) {
@@ -232,11 +251,14 @@ static int mbr_read(PartitionTable *t, const Disk *disk, const uint8_t *mbr) {
                 have_extended = true;
                 if ((uint64_t) e.start + e.count > disk->n_sectors)
                         return table_fail(t, -EBADMSG, "extended partition %u extends past the end of the disk", i + 1);
-                r = mbr_read_logical(t, disk, e.start, e.count);
+                r = mbr_read_logical(t, disk, e.start, e.count, ebrs, &n_ebrs);
                 if (r < 0)
                         return r;
         }
-        return table_check_layout(t, disk);
+        r = table_check_layout(t, disk);
+        if (r < 0)
+                return r;
+        return mbr_check_ebrs_uncovered(t, disk, ebrs, n_ebrs);
 }
 
 typedef struct GptHeader {
@@ -249,6 +271,26 @@ typedef struct GptHeader {
         uint32_t entry_size;
         uint32_t entries_crc;
 } GptHeader;
+
+static bool range_contains(uint64_t first, uint64_t last, uint64_t x) {
+        return x >= first && x <= last;
+}
+
+/* Partitions live in [first_usable, last_usable]: that range must leave out
+ * the MBR, this header, its entry array and the other header, or a file
+ * system's free space could include them. */
+static bool gpt_usable_range_spares_structures(const Disk *disk, const GptHeader *h) {
+        uint64_t entry_sectors = ((uint64_t) h->n_entries * h->entry_size + disk->sector_size - 1) / disk->sector_size;
+        uint64_t entries_last = h->entries_lba + MAX(entry_sectors, UINT64_C(1)) - 1;
+
+        if (h->first_usable < 2)
+                return false;
+        if (range_contains(h->first_usable, h->last_usable, h->my_lba) ||
+            range_contains(h->first_usable, h->last_usable, h->alternate_lba))
+                return false;
+        /* Disjoint from the entry array. */
+        return entries_last < h->first_usable || h->entries_lba > h->last_usable;
+}
 
 /* Parses and validates the header in sector lba; on failure writes the
  * reason to why. */
@@ -302,6 +344,10 @@ static int gpt_header_read(const Disk *disk, uint64_t lba, GptHeader *ret, char 
             (uint64_t) h.n_entries * h.entry_size > GPT_ENTRY_ARRAY_MAX) {
                 snprintf(why, why_size, "GPT header at sector %" PRIu64 " has an invalid entry array (%" PRIu32
                          " entries of %" PRIu32 " bytes)", lba, h.n_entries, h.entry_size);
+                return -EBADMSG;
+        }
+        if (!gpt_usable_range_spares_structures(disk, &h)) {
+                snprintf(why, why_size, "GPT header at sector %" PRIu64 " lets partitions cover the partition table", lba);
                 return -EBADMSG;
         }
         *ret = h;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <cmocka.h>
 #include <endian.h>
+#include <zlib.h>
 
 #include "disk-image-util.h"
 #include "partition.h"
@@ -187,6 +188,33 @@ static void test_gpt_both_headers_damaged(void **state) {
         partition_table_done(&t);
 }
 
+static void test_gpt_header_exposing_table_refused(void **state) {
+        Fixture *f = *state;
+        PartitionTable t;
+        uint8_t header[92];
+        uint32_t crc;
+        int fd;
+
+        /* A primary header with a correct CRC whose usable area starts at
+         * sector 1 would let a partition hold the header itself. */
+        make_disk(f, GPT_DISK_SIZE, GPT_SCRIPT);
+        fd = open(f->image, O_RDWR | O_CLOEXEC);
+        assert_true(fd >= 0);
+        assert_int_equal(pread(fd, header, sizeof header, SECTOR), (ssize_t) sizeof header);
+        header[40] = 1;
+        memset(header + 41, 0, 7);
+        memset(header + 16, 0, 4);
+        crc = htole32((uint32_t) crc32(0, header, sizeof header));
+        memcpy(header + 16, &crc, 4);
+        assert_int_equal(pwrite(fd, header, sizeof header, SECTOR), (ssize_t) sizeof header);
+        close(fd);
+
+        assert_int_equal(read_table(f, SECTOR, &t), 0);
+        assert_gpt_layout(&t);
+        assert_true(t.gpt_backup_used);
+        partition_table_done(&t);
+}
+
 static void test_gpt_4k_sectors(void **state) {
         Fixture *f = *state;
         PartitionTable t;
@@ -276,6 +304,26 @@ static void test_mbr_ebr_loop_refused(void **state) {
         partition_table_done(&t);
 }
 
+static void test_mbr_partition_covering_ebr_refused(void **state) {
+        Fixture *f = *state;
+        PartitionTable t;
+        const uint8_t count[4] = { 0x01, 0x50, 0, 0 };  /* 20481 sectors: one into the extended partition */
+        const uint8_t zero[4] = {};
+
+        make_disk(f, MBR_DISK_SIZE, MBR_SCRIPT);
+        write_bytes(f->image, 446 + 16 + 12, count, sizeof count);
+        assert_int_equal(read_table(f, SECTOR, &t), -EBADMSG);
+        assert_non_null(strstr(t.error, "partition 2 covers the EBR at sector 43008"));
+        partition_table_done(&t);
+
+        /* A logical partition starting at its own EBR. */
+        make_disk(f, MBR_DISK_SIZE, MBR_SCRIPT);
+        write_bytes(f->image, 43008 * SECTOR + 446 + 8, zero, sizeof zero);
+        assert_int_equal(read_table(f, SECTOR, &t), -EBADMSG);
+        assert_non_null(strstr(t.error, "logical partition 5 overlaps its EBR"));
+        partition_table_done(&t);
+}
+
 static void test_no_table(void **state) {
         Fixture *f = *state;
         PartitionTable t;
@@ -328,11 +376,13 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_gpt_damaged_primary_header_uses_backup, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_gpt_damaged_entry_array, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_gpt_both_headers_damaged, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_gpt_header_exposing_table_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_gpt_4k_sectors, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_mbr_primary_and_logical, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_mbr_partition_past_disk_end, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_mbr_overlap_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_mbr_ebr_loop_refused, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_mbr_partition_covering_ebr_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_no_table, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_read_error_is_passed_up, setup, teardown),
         };
