@@ -190,6 +190,7 @@ def decompress_fixture(name, dest_dir):
     dst = os.path.join(dest_dir, name)
     with open(dst, "wb") as out:
         subprocess.run(["bzip2", "-dc", src], stdout=out, check=True)
+        os.fsync(out.fileno())  # settle delayed allocation before st_blocks is compared
     return dst
 
 
