@@ -9,6 +9,7 @@
 #include "build-config.h"
 #include "config.h"
 #include "log.h"
+#include "manager.h"
 #include "once.h"
 #include "pass.h"
 
@@ -173,8 +174,7 @@ int main(int argc, char **argv) {
         case MODE_CHECK_CONFIG:
                 return config_check_command(a.config_file, stdout, stderr);
         case MODE_DAEMON:
-                break;
+                return manager_main(a.config_file, a.socket_path, a.state_dir);
         }
-        log_error("this mode is not built yet");
         return 1;
 }

@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "config.h"
+#include "pass.h"
+#include "state.h"
+#include "trim.h"
+
+/* The daemon's one context: the configuration, the managed images ("disks"),
+ * the jobs that run passes on worker threads, and the event sources of the
+ * control socket, the watches and the timers. Everything below is touched on
+ * the event loop's thread only, except the fields of Job marked as shared. */
+
+typedef struct Manager Manager;
+typedef struct Disk Disk;
+typedef struct Job Job;
+typedef struct Connection Connection;
+typedef struct WatchDir WatchDir;
+
+typedef enum DiskState {
+        DISK_IDLE,
+        DISK_QUEUED,
+        DISK_RECLAIMING,
+        DISK_MISSING,
+        DISK_ERROR,
+        _DISK_STATE_MAX,
+} DiskState;
+
+typedef enum JobKind {
+        JOB_RECLAIM,
+        JOB_TRIM,
+} JobKind;
+
+typedef enum JobTrigger {
+        TRIGGER_MANUAL,         /* Reclaim or Trim call */
+        TRIGGER_SCHEDULE,       /* interval */
+        TRIGGER_IDLE,           /* the writer closed the image idleDelay ago */
+} JobTrigger;
+
+struct Disk {
+        Manager *manager;
+        char *name;             /* [disk.NAME], or WATCH/FILE for images found by a [watch] */
+        char *path;
+        char *origin;           /* "disk" | "watch.NAME" */
+        bool config_sparse;
+        ReclaimSettings settings;
+
+        DiskRecord record;
+        bool missing;
+        bool removed;           /* dropped from the manager; the running job frees it */
+        bool marked;            /* reload bookkeeping */
+
+        uint64_t next_pass;             /* realtime usec; 0 = none */
+        sd_event_source *pass_timer;    /* CLOCK_REALTIME, the periodic pass */
+        sd_event_source *idle_timer;    /* CLOCK_BOOTTIME, idleDelay after a close-after-write */
+        bool written;                   /* closed after writing, not yet reclaimed */
+        unsigned self_opens;            /* our own probe opens, whose IN_OPEN is not a writer */
+
+        Job *job;                       /* queued or running */
+};
+
+struct Job {
+        Manager *manager;
+        Job *next;              /* in the manager's list, oldest first */
+        uint64_t id;
+        JobKind kind;
+        JobTrigger trigger;
+        char *target;           /* disk name, or mount point(s) for a trim */
+        Disk *disk;             /* reclaim jobs */
+        bool running;
+
+        /* The pass's parameters, copied so the thread reads nothing the loop changes. */
+        DiscardMode discard_request;    /* _DISCARD_MODE_INVALID: the disk's own */
+        bool dry_run_request;
+        bool started;
+
+        char *path;
+        PassOptions options;
+        uint64_t start_realtime;
+        uint64_t start_monotonic;
+
+        TrimMount *trim_mounts;  /* trim jobs: what to trim */
+        size_t n_trim_mounts;
+        uint64_t trim_chunk;
+        uint64_t trim_pause_usec;
+
+        /* Shared with the worker thread. */
+        pthread_t thread;
+        atomic_bool cancel;
+        atomic_bool finished;
+        _Atomic uint64_t done;
+        _Atomic uint64_t total;
+        uint64_t last_wakeup;   /* worker thread only: when it last woke the loop for progress */
+
+        /* Written by the worker before `finished`, read by the loop after. */
+        PassReport report;
+        int error;
+        TrimResult *trim_results;       /* one per trim_mounts entry */
+
+        uint64_t last_signal;   /* loop: when JobProgress was last emitted */
+        uint64_t last_signal_done;
+};
+
+struct Manager {
+        sd_event *event;
+        sd_id128_t server_id;
+
+        char *config_path;
+        char *socket_override;          /* --socket */
+        char *state_dir_override;       /* --state-dir */
+        Config *config;
+        char *socket_path;              /* in effect; fixed at start */
+        char *state_dir;                /* in effect; fixed at start */
+        int state_dir_fd;
+        gid_t admin_gid;
+        bool have_admin_gid;
+
+        Disk **disks;
+        size_t n_disks;
+
+        Job *jobs;
+        uint64_t next_job_id;
+        unsigned n_running_reclaims;
+        bool trim_running;
+        int worker_efd;
+        sd_event_source *worker_source;
+
+        int inotify_fd;
+        sd_event_source *inotify_source;
+        WatchDir *watch_dirs;
+        bool watch_processing;
+
+        int listen_fd;
+        bool listen_fd_ours;            /* bound by us: unlink at exit */
+        sd_event_source *listen_source;
+        Connection *connections;
+        unsigned n_connections;
+        uint64_t next_unique_name;
+
+        TrimStatus *trim_status;        /* per mount, persisted in the state dir */
+        size_t n_trim_status;
+        sd_event_source *trim_timer;
+        uint64_t trim_next;
+
+        uint64_t start_time;            /* realtime usec */
+        bool stopping;
+        char *last_status;
+};
+
+/* The daemon mode of vhdreclaimd: runs until SIGTERM/SIGINT. Returns the
+ * exit status. */
+int manager_main(const char *config_path, const char *socket_override, const char *state_dir_override);
+
+int manager_new(const char *config_path, const char *socket_override, const char *state_dir_override,
+                Manager **ret);
+Manager *manager_free(Manager *m);
+
+/* Loads the configuration file again and applies it; on an invalid file the
+ * old configuration stays and *errors (if given) gets the messages, one per
+ * line. Used by SIGHUP and the Reload call. */
+int manager_reload(Manager *m, char **errors);
+
+Disk *manager_find_disk(Manager *m, const char *name);
+Job *manager_find_job(Manager *m, uint64_t id);
+uint64_t manager_reclaimed_total(Manager *m);
+unsigned manager_active_jobs(Manager *m);
+
+/* Adds or drops one image (watch.c calls these for [watch] folders). */
+int manager_add_disk(Manager *m, const char *name, const char *path, const char *origin, bool sparse,
+                     const ReclaimSettings *settings, Disk **ret);
+void manager_drop_disk(Manager *m, Disk *d);
+
+/* Reads format and virtual size through a read-only descriptor. */
+void disk_probe(Disk *d);
+DiskState disk_state(const Disk *d);
+const char *disk_state_to_string(DiskState s);
+bool disk_effective_sparse(const Disk *d);
+/* Re-allocates the holes of a disk's image (SetSparse false). -ENOSPC when
+ * the host lacks the space, -EBUSY while a job runs on it. */
+int disk_unsparse(Disk *d);
+
+/* Queues a pass; dry_run, discard (_DISCARD_MODE_INVALID: the disk's own)
+ * as given. Returns the job (existing one when the disk already has one). */
+int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run, DiscardMode discard, Job **ret);
+int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, Job **ret);
+int manager_cancel_job(Manager *m, uint64_t id);
+
+/* Refreshes STATUS= (and anything else that follows the daemon's state). */
+void manager_state_changed(Manager *m);
+
+/* Fills a reclaim job's path and options from its disk, right before it starts. */
+void manager_prepare_reclaim(Manager *m, Job *j);
+void manager_unlink_job(Manager *m, Job *j);
+
+uint64_t usec_now(clockid_t clock);
+
+/* worker.c */
+int worker_setup(Manager *m);
+void worker_done(Manager *m);
+/* Starts queued jobs while the limits allow. */
+void worker_dispatch(Manager *m);
+/* Blocks until every running job ended (after cancelling them). */
+void worker_stop_all(Manager *m);
+Job *job_free(Job *j);
+const char *job_kind_to_string(JobKind k);
+/* Bytes per second since the job started. */
+double job_rate(const Job *j, uint64_t done, uint64_t now);
+
+/* Called on the loop when a job ended (manager.c). */
+void manager_job_finished(Manager *m, Job *j);
