@@ -5,6 +5,7 @@
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@
 /* The stale tier punches big data pieces in slices, with check() between. */
 #define PUNCH_SLICE (256 * MiB)
 #define USEC_PER_SEC UINT64_C(1000000)
+#define DIV_ROUND_UP_SIZE(x, y) (((x) + (y) - 1) / (y))
 
 /* A zero run is a stretch of the scanned ranges that reads as zeros: zero
  * data blocks and existing holes alike. Counting holes in makes a small zero
@@ -37,13 +39,28 @@ typedef struct ZeroRun {
         uint64_t start, end;
 } ZeroRun;
 
+/* One step's bytes. Mapped straight from the page cache when the file can be
+ * mapped: no copy, and a data block almost always shows in its first 16
+ * bytes that it is not zero, so most data is never even touched (measured:
+ * half the CPU time of 8 MiB preads on a warm cache). Read into a buffer
+ * otherwise. */
+typedef struct Chunk {
+        const uint8_t *data;    /* bytes of [pos, end) */
+        uint8_t *map;
+        size_t map_len;
+        uint64_t map_off;
+} Chunk;
+
 typedef struct Scanner {
         int fd;
         const ScanControl *c;
         ScanResult *r;
         uint64_t align;
         uint64_t min_hole;
-        uint8_t *buf;
+        bool use_mmap;
+        size_t page_size;
+        uint8_t *buf;           /* for reading when mapping is not possible */
+        uint8_t *resident;      /* mincore() vector of the mapped chunk */
         size_t chunk;           /* current read size */
         size_t chunk_max;
         uint64_t pace_next;     /* io_limit: monotonic µs before which the next read must wait */
@@ -261,10 +278,81 @@ static int scan_buffer(Scanner *s, const uint8_t *buf, uint64_t off, size_t len)
         return 0;
 }
 
+static int chunk_read(Scanner *s, uint64_t pos, uint64_t end, Chunk *ch) {
+        size_t got = 0;
+        int r;
+
+        r = pread_full(s->fd, s->buf, end - pos, pos, &got);
+        if (r < 0)
+                return log_debug_errno(r, "Failed to read at %" PRIu64 ": %m", pos);
+        if (got < end - pos)
+                /* Ranges are clamped to the size at the start, and the lease
+                 * keeps everyone else out: a file that shrank is not ours to
+                 * reason about. */
+                return log_debug_errno(EIO, "File ended early at %" PRIu64, pos + got);
+        *ch = (Chunk) { .data = s->buf };
+        return 0;
+}
+
+static int chunk_get(Scanner *s, uint64_t pos, uint64_t end, Chunk *ch) {
+        uint64_t off = ALIGN_DOWN(pos, s->page_size);
+        size_t len = end - off;
+        void *p;
+
+        if (!s->use_mmap)
+                return chunk_read(s, pos, end, ch);
+        p = mmap(NULL, len, PROT_READ, MAP_SHARED, s->fd, (off_t) off);
+        if (p == MAP_FAILED) {
+                /* A file system without mmap: read from now on. */
+                s->use_mmap = false;
+                return chunk_read(s, pos, end, ch);
+        }
+        /* Note which pages were cached before we came, to drop only the
+         * others afterwards. */
+        if (mincore(p, len, s->resident) < 0)
+                memset(s->resident, 0, DIV_ROUND_UP_SIZE(len, s->page_size));
+        /* Faulting the pages in here, not by touching them: where a touch
+         * would raise SIGBUS (an I/O error), this fails instead, and pread()
+         * then reports the error properly. The lease keeps anyone from
+         * truncating the file under the mapping. */
+        if (madvise(p, len, MADV_POPULATE_READ) < 0) {
+                if (errno == EINVAL)    /* kernel older than 5.14 */
+                        s->use_mmap = false;
+                munmap(p, len);
+                return chunk_read(s, pos, end, ch);
+        }
+        *ch = (Chunk) { .data = (uint8_t *) p + (pos - off), .map = p, .map_len = len, .map_off = off };
+        return 0;
+}
+
+/* Keep the page cache for the guests, not for a one-time scan: drop what we
+ * brought in, leave what was cached before. */
+static void chunk_put(Scanner *s, Chunk *ch, uint64_t pos, uint64_t end) {
+        size_t pages;
+
+        if (!ch->map) {
+                (void) posix_fadvise(s->fd, (off_t) pos, (off_t) (end - pos), POSIX_FADV_DONTNEED);
+                return;
+        }
+        munmap(ch->map, ch->map_len);
+        pages = DIV_ROUND_UP_SIZE(ch->map_len, s->page_size);
+        for (size_t i = 0; i < pages; ) {
+                size_t j = i;
+
+                while (j < pages && !(s->resident[j] & 1))
+                        j++;
+                if (j > i)
+                        (void) posix_fadvise(s->fd, (off_t) (ch->map_off + i * s->page_size),
+                                             (off_t) ((j - i) * s->page_size), POSIX_FADV_DONTNEED);
+                i = j + 1;
+        }
+        *ch = (Chunk) {};
+}
+
 /* One step: read, check and punch one chunk of the data at pos, up to limit. */
 static int scan_chunk(Scanner *s, uint64_t pos, uint64_t limit, uint64_t *ret_end) {
         uint64_t end = MIN(limit, ALIGN_DOWN(pos + s->chunk, s->align)), t;
-        size_t got = 0;
+        Chunk ch = {};
         int r;
 
         if (end <= pos)
@@ -274,26 +362,19 @@ static int scan_chunk(Scanner *s, uint64_t pos, uint64_t limit, uint64_t *ret_en
         if (r < 0)
                 return r;
         t = now_usec();
-        r = pread_full(s->fd, s->buf, end - pos, pos, &got);
+        r = chunk_get(s, pos, end, &ch);
         if (r < 0)
-                return log_debug_errno(r, "Failed to read at %" PRIu64 ": %m", pos);
+                return r;
         chunk_adapt(s, now_usec() - t);
-        pace_book(s, got);
-        s->r->read += got;
-        if (got < end - pos)
-                /* Ranges are clamped to the size at the start, and the lease
-                 * keeps everyone else out: a file that shrank is not ours to
-                 * reason about. */
-                return log_debug_errno(EIO, "File ended early at %" PRIu64, pos + got);
+        pace_book(s, end - pos);
+        s->r->read += end - pos;
 
-        r = scan_buffer(s, s->buf, pos, end - pos);
+        r = scan_buffer(s, ch.data, pos, end - pos);
+        if (r >= 0)
+                r = run_commit_head(s);
+        chunk_put(s, &ch, pos, end);
         if (r < 0)
                 return r;
-        r = run_commit_head(s);
-        if (r < 0)
-                return r;
-        /* Keep the page cache for the guests, not for a one-time scan. */
-        (void) posix_fadvise(s->fd, (off_t) pos, (off_t) (end - pos), POSIX_FADV_DONTNEED);
         *ret_end = end;
         return 0;
 }
@@ -381,7 +462,7 @@ static size_t chunk_max_for(const ScanControl *c) {
 }
 
 int scan_punch_zero_runs(int fd, const ExtentList *ranges, const ScanControl *c, ScanResult *r) {
-        _cleanup_free_ uint8_t *buf = NULL;
+        _cleanup_free_ uint8_t *buf = NULL, *resident = NULL;
         struct stat st;
         Scanner s;
         int k;
@@ -406,10 +487,14 @@ int scan_punch_zero_runs(int fd, const ExtentList *ranges, const ScanControl *c,
                 .pace_next = now_usec(),
         };
         s.chunk = s.chunk_max;
-        buf = aligned_alloc(4096, ALIGN_UP(s.chunk_max, 4096));
-        if (!buf)
+        s.page_size = (size_t) sysconf(_SC_PAGESIZE);
+        s.use_mmap = true;
+        buf = aligned_alloc(s.page_size, ALIGN_UP(s.chunk_max, s.page_size));
+        resident = malloc(s.chunk_max / s.page_size + 2);
+        if (!buf || !resident)
                 return -ENOMEM;
         s.buf = buf;
+        s.resident = resident;
         (void) posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 
         for (size_t i = 0; i < ranges->n; i++) {

@@ -6,10 +6,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -397,6 +401,77 @@ static void test_runs_straddling_chunk_boundaries(void **state) {
         straddle_check(96 * MiB);
 }
 
+static uint64_t vm_size(void) {
+        char line[256];
+        uint64_t kb = 0;
+        FILE *f = fopen("/proc/self/status", "re");
+
+        assert_non_null(f);
+        while (fgets(line, sizeof line, f))
+                if (sscanf(line, "VmSize: %" SCNu64 " kB", &kb) == 1)
+                        break;
+        fclose(f);
+        assert_true(kb > 0);
+        return kb * KiB;
+}
+
+/* Where the file cannot be mapped, the scanner reads it instead. A child with
+ * too little address space to map an 8 MiB chunk shows that this path gives
+ * the same result. */
+static void test_read_path_when_mapping_fails(void **state) {
+        ScanControl c = control_default();
+        ExtentList want = {};
+        struct { int rc; bool map_failed; ScanResult r; } out = {};
+        Seg segs[256];
+        TestFile f;
+        int p[2], status;
+        pid_t pid;
+
+#if defined(__SANITIZE_ADDRESS__)
+        skip();         /* ASan reserves terabytes of address space */
+#endif
+        test_file_make(&f, segs, straddle_layout(segs, &want));
+        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                struct rlimit rl;
+                void *m, *b;
+
+                /* Keep 9 MiB of free heap (no mmap for big allocations, no
+                 * trimming), so the scanner's 8 MiB buffer costs no address
+                 * space, then leave 4 MiB of address space: too little for
+                 * mapping an 8 MiB chunk. */
+                mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+                mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
+                free(malloc(9 * MiB));
+                getrlimit(RLIMIT_AS, &rl);
+                rl.rlim_cur = vm_size() + 4 * MiB;
+                if (setrlimit(RLIMIT_AS, &rl) < 0)
+                        _exit(2);
+                b = malloc(8 * MiB + 8 * KiB);
+                m = mmap(NULL, 8 * MiB, PROT_READ, MAP_SHARED, f.fd, 0);
+                out.map_failed = b && m == MAP_FAILED;
+                free(b);
+                out.rc = scan_whole(&f, &c, &out.r);
+                _exit(write(p[1], &out, sizeof out) == sizeof out ? 0 : 3);
+        }
+        close(p[1]);
+        assert_int_equal(read(p[0], &out, sizeof out), (ssize_t) sizeof out);
+        close(p[0]);
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+        assert_true(out.map_failed);
+        assert_int_equal(out.rc, 0);
+        assert_int_equal(out.r.read, f.size);
+        assert_int_equal(out.r.punched, extent_list_total(&want));
+        assert_holes(f.fd, f.size, want.items, want.n);
+        assert_content_intact(&f);
+        extent_list_done(&want);
+        test_file_done(&f);
+}
+
 typedef struct Counter {
         unsigned checks;
         uint64_t progress;
@@ -617,6 +692,7 @@ int main(void) {
                 cmocka_unit_test(test_touching_and_separate_ranges),
                 cmocka_unit_test(test_overlapping_ranges_and_bad_align_are_refused),
                 cmocka_unit_test(test_runs_straddling_chunk_boundaries),
+                cmocka_unit_test(test_read_path_when_mapping_fails),
                 cmocka_unit_test(test_io_limit_paces_reads),
                 cmocka_unit_test(test_cancel_stops_and_resumes),
                 cmocka_unit_test(test_punch_failure_stops_with_nothing_half_done),
