@@ -36,6 +36,7 @@ struct Connection {
         gid_t *groups;          /* supplementary groups, at connect time */
         size_t n_groups;
         bool said_hello;
+        bool spoke;             /* sent something other than Hello */
 };
 
 static void connection_free(Connection *c) {
@@ -558,6 +559,17 @@ static int on_disconnected(sd_bus_message *msg, void *userdata, sd_bus_error *er
         return 0;
 }
 
+/* A bus client (busctl) fails with EIO when anything but the reply to its
+ * Hello comes first: signals go only to peers past that point, that is to
+ * those that said Hello or called anything else. */
+static int on_any_message(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Connection *c = userdata;
+
+        if (!sd_bus_message_is_method_call(msg, "org.freedesktop.DBus", "Hello"))
+                c->spoke = true;
+        return 0;
+}
+
 static int connection_new(Manager *m, int fd) {
         _cleanup_close_ int cfd = fd;
         Connection *c;
@@ -595,6 +607,9 @@ static int connection_new(Manager *m, int fd) {
         if (r < 0)
                 goto fail;
         r = sd_bus_add_object_vtable(c->bus, NULL, "/org/freedesktop/DBus", "org.freedesktop.DBus", bus_vtable, c);
+        if (r < 0)
+                goto fail;
+        r = sd_bus_add_filter(c->bus, NULL, on_any_message, c);
         if (r < 0)
                 goto fail;
         r = sd_bus_match_signal(c->bus, NULL, NULL, "/org/freedesktop/DBus/Local", "org.freedesktop.DBus.Local",
@@ -757,7 +772,7 @@ void control_done(Manager *m) {
 static bool connection_ready(Connection *c) {
         uint64_t queued = 0;
 
-        if (!c->bus || sd_bus_is_ready(c->bus) <= 0)
+        if (!c->bus || sd_bus_is_ready(c->bus) <= 0 || !(c->said_hello || c->spoke))
                 return false;
         if (sd_bus_get_n_queued_write(c->bus, &queued) >= 0 && queued > CONNECTION_WQUEUE_MAX) {
                 log_debug("dropping a control client (pid %d) that does not read its messages", (int) c->pid);
