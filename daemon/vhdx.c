@@ -375,9 +375,11 @@ static int check_metadata_entry(const Vhdx *v, const VhdxMetadataItem *m, uint64
                               (uint64_t) m->offset + m->length > v->metadata_length))
                 return fail(ret_error, -EBADMSG, "metadata item %s Offset at offset 0x%" PRIx64 " is 0x%" PRIx32 " (length 0x%" PRIx32 "): outside the metadata region's items area",
                             m->name, entry_offset + 16, m->offset, m->length);
-        if (strcmp(m->name, "unknown") == 0 && m->is_required)
-                return fail(ret_error, -EOPNOTSUPP, "metadata table entry at offset 0x%" PRIx64 ": unknown metadata item %s is marked IsRequired",
-                            entry_offset, g);
+        /* MS-VHDX: a parser that does not recognize an item marked
+         * IsRequired must fail to open the file; no user item is known here. */
+        if ((m->is_user || strcmp(m->name, "unknown") == 0) && m->is_required)
+                return fail(ret_error, -EOPNOTSUPP, "metadata table entry at offset 0x%" PRIx64 ": %s metadata item %s is marked IsRequired",
+                            entry_offset, m->is_user ? "user" : "unknown", g);
         return 0;
 }
 
