@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "log.h"
 #include "macro.h"
 #include "scan.h"
@@ -298,7 +299,11 @@ static int chunk_get(Scanner *s, uint64_t pos, uint64_t end, Chunk *ch) {
         uint64_t off = ALIGN_DOWN(pos, s->page_size);
         size_t len = end - off;
         void *p;
+        int r;
 
+        r = fault_check_read(pos, end - pos);   /* tests only: see fault.h */
+        if (r < 0)
+                return log_debug_errno(r, "Injected read error at %" PRIu64 ": %m", pos);
         if (!s->use_mmap)
                 return chunk_read(s, pos, end, ch);
         p = mmap(NULL, len, PROT_READ, MAP_SHARED, s->fd, (off_t) off);
