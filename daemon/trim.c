@@ -164,8 +164,9 @@ static bool mount_trimmable(const MountEntry *e) {
                 return false;
         if (has_option(e->mount_opts, "ro") || has_option(e->super_opts, "ro"))
                 return false;
-        /* Only block devices can discard; major 0 is an anonymous device. */
-        return e->major != 0 && strncmp(e->source, "/dev/", 5) == 0;
+        /* Only block devices can discard. (Not "major != 0": btrfs reports
+         * an anonymous device there.) */
+        return strncmp(e->source, "/dev/", 5) == 0;
 }
 
 void trim_mounts_free(TrimMount *m, size_t n) {
