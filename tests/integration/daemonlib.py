@@ -163,7 +163,17 @@ class Daemon:
             self.proc.wait()
             raise AssertionError(f"daemon did not exit within {timeout}s after {sig!r}")
         self.logf.close()
-        return time.monotonic() - t0
+        took = time.monotonic() - t0
+        self.check_sanitizers()
+        if sig in (signal.SIGTERM, signal.SIGINT) and self.proc.returncode != 0:
+            raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.read_log()[-4000:]}")
+        return took
+
+    def check_sanitizers(self):
+        log = self.read_log()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in log:
+                raise AssertionError(f"sanitizer report in the daemon's log:\n{log[-6000:]}")
 
     # ---- busctl ----
 
@@ -256,7 +266,16 @@ def main(tests):
             finally:
                 for d in _daemons:
                     if d.alive():
-                        d.proc.kill()
-                        d.proc.wait()
+                        try:
+                            d.stop()
+                        except AssertionError as e:
+                            failed += 1
+                            print(f"FAIL {t.__name__} (at exit): {e}", flush=True)
+                    else:
+                        try:
+                            d.check_sanitizers()
+                        except AssertionError as e:
+                            failed += 1
+                            print(f"FAIL {t.__name__}: {e}", flush=True)
                 _daemons.clear()
     sys.exit(1 if failed else 0)

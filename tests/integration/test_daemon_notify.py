@@ -119,6 +119,7 @@ def test_socket_activation(tmp):
             out = activator.communicate()[0]
     # It served the socket it was given and did not bind its own.
     assert "removing the stale socket" not in out, out
+    assert "Sanitizer" not in out and "runtime error:" not in out, out
 
 
 if __name__ == "__main__":

@@ -87,6 +87,7 @@ static int teardown(void **state) {
         }
         schedule_disk_cancel(&f->d);
         sd_event_unref(f->m.event);
+        free(f->m.last_status);
         free(f);
         return 0;
 }
