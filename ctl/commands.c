@@ -40,7 +40,11 @@ typedef struct HistoryEntry {
         const char *discard;
 } HistoryEntry;
 
-#define HISTORY_SIGNATURE "(sststtttts)"
+/* The eleven fields History() documents in vhdreclaim-bus.h. The header's
+ * signature string, "(sstsstttts)", names only ten (no free_bytes); a daemon
+ * that sends those is read too, free_bytes then being unknown (0). */
+#define HISTORY_SIGNATURE "(sstssttttts)"
+#define HISTORY_SIGNATURE_NO_FREE "(sstsstttts)"
 
 static uint64_t now_realtime(void) {
         struct timespec ts;
@@ -335,10 +339,35 @@ static int command_metrics(Ctl *c, const CtlArgs *a) {
 
 /* ---- history ---- */
 
-static int read_history_entry(sd_bus_message *m, HistoryEntry *h) {
+static int read_history_entry(sd_bus_message *m, const char *signature, HistoryEntry *h) {
+        *h = (HistoryEntry) {};
+        if (strcmp(signature, HISTORY_SIGNATURE_NO_FREE) == 0)
+                return sd_bus_message_read(m, HISTORY_SIGNATURE_NO_FREE, &h->name, &h->path, &h->start,
+                                           &h->result, &h->message, &h->duration, &h->reclaimed,
+                                           &h->stale_bytes, &h->zero_bytes, &h->discard);
         return sd_bus_message_read(m, HISTORY_SIGNATURE, &h->name, &h->path, &h->start, &h->result,
                                    &h->message, &h->duration, &h->reclaimed, &h->stale_bytes,
                                    &h->zero_bytes, &h->free_bytes, &h->discard);
+}
+
+/* Which of the two History() signatures the reply carries. */
+static int history_signature(sd_bus_message *reply, const char **ret) {
+        const char *contents = NULL;
+        char type;
+        int r;
+
+        r = sd_bus_message_peek_type(reply, &type, &contents);
+        if (r < 0)
+                return r;
+        if (r == 0 || type != 'a' || !contents)
+                return -EBADMSG;
+        if (strcmp(contents, HISTORY_SIGNATURE) == 0)
+                *ret = HISTORY_SIGNATURE;
+        else if (strcmp(contents, HISTORY_SIGNATURE_NO_FREE) == 0)
+                *ret = HISTORY_SIGNATURE_NO_FREE;
+        else
+                return -EBADMSG;
+        return 0;
 }
 
 static void print_history_json_entry(JsonOut *j, const HistoryEntry *h) {
@@ -385,6 +414,7 @@ static int command_history(Ctl *c, const CtlArgs *a) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         _cleanup_table_ Table *t = NULL;
         JsonOut j = { .f = stdout };
+        const char *signature;
         HistoryEntry h;
         int r;
 
@@ -401,12 +431,14 @@ static int command_history(Ctl *c, const CtlArgs *a) {
         r = table_new(&t, columns, ELEMENTSOF(columns));
         if (r < 0)
                 return ctl_bad_reply(r);
-        r = sd_bus_message_enter_container(reply, 'a', HISTORY_SIGNATURE);
+        r = history_signature(reply, &signature);
+        if (r >= 0)
+                r = sd_bus_message_enter_container(reply, 'a', signature);
         if (r < 0)
                 return ctl_bad_reply(r);
         if (a->json)
                 json_begin(&j, '[');
-        while ((r = read_history_entry(reply, &h)) > 0) {
+        while ((r = read_history_entry(reply, signature, &h)) > 0) {
                 if (a->json)
                         print_history_json_entry(&j, &h);
                 else if (add_history_row(t, &h) < 0)
@@ -449,7 +481,9 @@ static int print_started_jobs(Ctl *c, const CtlArgs *a, const uint64_t *ids, siz
         if (a->json)
                 json_begin(&j, '[');
         for (size_t i = 0; i < n; i++) {
-                const char *kind = ctl_command_to_string(a->command), *target = "", *state = "finished";
+                /* Reclaim() answers one id per name, in order. */
+                const char *kind = ctl_command_to_string(a->command), *state = "finished",
+                        *target = a->command == CTL_COMMAND_RECLAIM && a->n_names == n ? a->names[i] : "";
                 const char *k, *tg, *st;
                 uint64_t id, done, total;
                 double rate;
