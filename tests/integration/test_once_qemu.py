@@ -54,6 +54,7 @@ AREA_A = [
     ("zero", 1 * MiB - 32 * KiB, 64 * KiB),    # across a 1 MiB boundary
     ("zero", 1536 * KiB + 512, 128 * KiB),     # unaligned: its aligned inside is 124 KiB
     ("zero", 2 * MiB, 1280 * KiB),             # long enough for minHole 1M
+    ("zero-z", 3392 * KiB, 128 * KiB),         # `write -z`: zero data in a VHDX, an unwritten extent in a raw file
     ("zero", 3584 * KiB, 512 * KiB),           # ends the area: next to unwritten space
 ]
 AREA_B = [
@@ -92,13 +93,13 @@ def unmap_stale_blocks(path, plan):
 
 
 def qemu_commands(plan):
-    pattern = {"data": "0x5a", "zero": "0", "stale": "0x77"}
-    return [f"write -q -P {pattern[kind]} {off} {length}" for kind, off, length in plan]
+    pattern = {"data": "-P 0x5a", "zero": "-P 0", "zero-z": "-z", "stale": "-P 0x77"}
+    return [f"write -q {pattern[kind]} {off} {length}" for kind, off, length in plan]
 
 
 def planted(plan):
     """(zero runs, 0x5a ranges) in virtual offsets."""
-    zeros = [(o, n) for k, o, n in plan if k == "zero"]
+    zeros = [(o, n) for k, o, n in plan if k in ("zero", "zero-z")]
     data = vhdxtool.subtract([(o, n) for k, o, n in plan if k == "data"], zeros)
     return zeros, data
 
@@ -299,6 +300,20 @@ def to_4k_sectors(path):
     vhdxtool.set_metadata_item_data(path, vhdxtool.PHYSICAL_SECTOR_SIZE, (4096).to_bytes(4, "little"))
 
 
+def report_write_z(label, path, fmt, plan):
+    """What `qemu-io write -z` made of its range: the premise of the layout."""
+    (off, length), = [(o, n) for k, o, n in plan if k == "zero-z"]
+    fr = file_ranges(path, fmt, [(off, length)])
+    data = vhdxtool.total(vhdxtool.intersect(vhdxtool.data_extents(path), fr))
+    if fmt == "vhdx":
+        t.check(vhdxtool.total(fr) == length and data == length and
+                vhdxtool.read_at(path, fr[0][0], length) == bytes(length),
+                f"{label}: qemu-io write -z wrote zero data into a FULLY_PRESENT block (not a ZERO block state)")
+    else:
+        print(f"note: {label}: qemu-io write -z left {length - data} of {length} bytes as what SEEK_DATA calls a hole "
+              f"(an unwritten extent: still allocated, skipped by the zero tier and by dig-holes alike)")
+
+
 def test_images(work):
     cases = [("vhdx", 1 * MiB), ("vhdx", 32 * MiB), ("vhdx", 256 * MiB), ("vhdx-4k", 32 * MiB), ("raw", 1 * MiB)]
     for fmt, bs in cases:
@@ -313,6 +328,7 @@ def test_images(work):
             print(f"note: qemu-img 7.2 and 4096-byte logical sectors: check {'passes' if ok else 'fails: ' + out.splitlines()[0]}")
         else:
             v = vhdxtool.Vhdx.open(base) if fmt == "vhdx" else None
+            report_write_z(label, base, fmt, plan)
             if v:
                 t.equal((v.block_size, v.logical_sector_size), (bs, 512), f"{label}: qemu-img made the block size asked for")
                 t.check(v.state_counts().get(vhdxtool.PAYLOAD_ZERO, 0) > 0 or v.state_counts().get(0, 0) > 0,
