@@ -468,6 +468,33 @@ def check_wait_output():
             f"--json --wait: one result per disk: {res}")
 
 
+def check_cancel_and_sparse(images):
+    # A pass paced by ioLimit, cancelled while it runs.
+    p, jobs = ctl_json("reclaim", "slow1", "--dry-run")
+    job = (jobs or [{}])[0].get("job")
+    t.check(isinstance(job, int), f"reclaim slow1 --dry-run started a job: {jobs}")
+    p = ctl("cancel", str(job))
+    t.equal(p.returncode, 0, f"cancel {job} exit code ({p.stderr.strip()})")
+    idle = wait_for(lambda: (ctl_json("status", "slow1")[1] or [{}])[0].get("state") == "idle", timeout=10)
+    t.check(bool(idle), "the cancelled job ends")
+
+    # set-sparse false gives the image its space back; true lets it be reclaimed again.
+    p = ctl("set-sparse", "odd", "false")
+    t.equal(p.returncode, 0, f"set-sparse odd false exit code ({p.stderr.strip()})")
+    size, allocated = stat_sizes(images["odd"])
+    t.check(allocated >= size, f"odd: fully allocated again ({allocated} of {size})")
+    _, disks = ctl_json("status", "odd")
+    d = (disks or [{}])[0]
+    t.check(d.get("sparse") is False and d.get("allocated") == allocated, f"status: odd not sparse: {d}")
+    row = next((r for r in table_rows(ctl("status").stdout) if r[0] == "odd"), [])
+    t.equal(row[1:2], ["watch-only"], "status: a disk that is not sparse is watch-only")
+    p = ctl("set-sparse", "odd", "true")
+    t.equal(p.returncode, 0, "set-sparse odd true exit code")
+    t.equal((ctl_json("status", "odd")[1] or [{}])[0].get("sparse"), True, "status: odd sparse again")
+    p = ctl("set-sparse", "nosuchdisk", "true")
+    t.check(p.returncode == 1 and "nosuchdisk" in p.stderr, "set-sparse of an unknown disk: exit 1, named")
+
+
 def check_errors():
     p = ctl("status", "nosuchdisk")
     t.equal(p.returncode, 1, "status of an unknown disk exits 1")
@@ -555,6 +582,7 @@ def main():
     check_history(vhdx, raw or {})
     check_metrics(images, by)
     check_wait_output()
+    check_cancel_and_sparse(images)
     check_reload(images)
     check_unprivileged()
     check_daemon_gone()
