@@ -12,7 +12,9 @@ vhdxtool, checksums fixed up so the defect is the only thing wrong:
   region, past the end of the file; reserved bits set in a BAT entry; an
   unknown metadata item marked IsRequired; an unknown region marked Required;
   a bad block size (not a power of two; below 1 MiB); a bad logical sector
-  size; a log offset inside the header area.
+  size; a log offset inside the header area; a PARTIALLY_PRESENT block in a
+  disk without parent; an undefined block state; a BAT region of length 0; a
+  virtual size that is not a multiple of the sector size.
 
 Each must end in result refused-invalid, exit status 1, a message naming the
 field and its file offset, and the same sha256 as before. All of them in
@@ -21,6 +23,10 @@ one call: one refused line each, exit 1.
 The fallbacks and skips that must not refuse:
 - region table 1 corrupt, table 2 intact: processed (success), qemu-img
   check clean and qemu-img compare identical to the copy made before;
+- qcow2, VMDK, VDI and VHD images made by qemu-img are refused by name, not
+  taken for raw images;
+- the last block cut short by EOF (real files do that): processed, size
+  and guest view unchanged;
 - a fixed disk (LeaveBlockAllocated): skipped-fixed, exit 0, untouched; with
   --force it is reclaimed, and qemu-img check/compare still pass.
 
@@ -152,6 +158,28 @@ def logical_sector_size(path, v):
     return ["Logical Sector Size", f"0x{off:x}", "1000"]
 
 
+def block_state(state):
+    def mutate(path, v):
+        b = present(v, 0)
+        i = v.bat_index(b)
+        off = vt.set_bat_entry(path, i, vt.bat_entry(state, v.block_file_offset(b)))
+        return [f"BAT entry {i}", f"0x{off:x}", f"state {state}"]
+    return mutate
+
+
+def bat_region_empty(path, v):
+    entry = [e for e in v.regions if e.guid == vt.BAT_REGION][0]
+    off = vt.set_region_entry(path, v.region_table_used, entry.index, length=0)
+    if v.region_table_used == 0:
+        vt.set_region_entry(path, 1, entry.index, length=0)
+    return ["BAT", "Length", f"0x{off + 24:x}"]
+
+
+def virtual_size_unaligned(path, v):
+    off = vt.set_metadata_item_data(path, vt.VIRTUAL_DISK_SIZE, struct.pack("<Q", v.virtual_size + 100))
+    return ["Virtual Disk Size", f"0x{off:x}"]
+
+
 def log_in_header_area(path, v):
     offs = [vt.set_header_fields(path, i, log_offset=0)["log_offset"] for i in (0, 1)]
     return ["LogOffset", f"0x{offs[v.current]:x}"]
@@ -175,6 +203,10 @@ DEFECTS = [
     ("block size 512 KiB", block_size(512 * KiB)),
     ("logical sector size 1000", logical_sector_size),
     ("log inside the header area", log_in_header_area),
+    ("PARTIALLY_PRESENT block in a disk without parent", block_state(vt.PAYLOAD_PARTIALLY_PRESENT)),
+    ("undefined payload block state 4", block_state(4)),
+    ("BAT region of length 0", bat_region_empty),
+    ("virtual size not a multiple of the sector size", virtual_size_unaligned),
 ]
 
 
@@ -237,6 +269,40 @@ def test_region_table_fallback(work, base):
     t.check(ok, "region table 1 corrupt: qemu-img compare with the copy made before: identical" + ("" if ok else f": {out}"))
 
 
+def test_foreign_formats(work):
+    """Other virtual disk formats must not be taken for raw images."""
+    for fmt, name, opts in (("qcow2", "qcow2", []), ("vmdk", "VMDK", []), ("vdi", "VDI", []), ("vpc", "VHD", []),
+                            ("vpc", "VHD", ["-o", "subformat=fixed"])):     # a fixed VHD: only a footer, at the end
+        path = os.path.join(work, f"disk.{fmt}")
+        oncetest.run(["qemu-img", "create", "-q", "-f", fmt, *opts, path, "64M"], check=True)
+        oncetest.qemu_io(path, fmt, ["write -q -P 0x5a 0 1M", "write -q -P 0 1M 2M", "write -q -P 0x5a 3M 1M"])
+        sha = oncetest.sha256(path)
+        run = oncetest.run_once(path)
+        t.check(run.rc == 1 and run.report.get("result") == "refused-invalid" and name in run.report.get("message", ""),
+                f"a {name} image ({fmt} {' '.join(opts)}): refused-invalid naming the format, exit 1: {run.report.get('message')!r}")
+        t.check(oncetest.sha256(path) == sha, f"a {name} image: untouched (sha256)")
+        os.unlink(path)
+
+
+def test_short_last_block(work, base):
+    """Real files end short: a last block cut off by EOF is tolerated (and
+    qemu 7.2 refuses such a file, so vhdxtool reads the guest view)."""
+    path, before = os.path.join(work, "short.vhdx"), os.path.join(work, "short-before.vhdx")
+    shutil.copyfile(base, path)
+    v = vt.Vhdx.open(path)
+    last = max(v.present_block_ranges())
+    os.truncate(path, last[0] + last[1] - MiB + 512)
+    shutil.copyfile(path, before)
+    size = os.path.getsize(path)
+    run = oncetest.run_once(path, "--discard=safe")
+    t.check(run.rc == 0 and run.report.get("result") == "success",
+            f"last block cut short by EOF: processed: {run}")
+    t.equal(os.path.getsize(path), size, "last block cut short by EOF: the file size is unchanged")
+    a, b = vt.Vhdx.open(before), vt.Vhdx.open(path)
+    t.check(a.read_virtual(0, a.virtual_size) == b.read_virtual(0, b.virtual_size),
+            "last block cut short by EOF: the guest view (vhdxtool) is unchanged")
+
+
 def test_fixed(work):
     path, before = os.path.join(work, "fixed.vhdx"), os.path.join(work, "fixed-before.vhdx")
     make_base(path, "subformat=fixed", "block_state_zero=off")
@@ -266,6 +332,8 @@ def main():
         make_base(base)
         test_defects(work, base)
         test_region_table_fallback(work, base)
+        test_short_last_block(work, base)
+        test_foreign_formats(work)
         test_fixed(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -36,8 +36,10 @@ Skips (77) without qemu-img/qemu-io; fails in CI.
 """
 
 import hashlib
+import json
 import os
 import shutil
+import subprocess
 
 import oncetest
 import vhdxtool
@@ -368,6 +370,24 @@ def test_cli(work):
     lines = p.stdout.splitlines()
     t.check(p.returncode == 0 and len(lines) == 2 and lines[0].startswith(vhdx) and lines[1].startswith(raw),
             f"text output: one line per image: {lines}")
+
+    # Paths are the one field that comes from outside: quotes, backslashes,
+    # control characters and non-ASCII must come out as valid JSON, and a
+    # name that is not UTF-8 at all (file names are bytes) as valid UTF-8.
+    odd = os.path.join(work, 'odd "name"\\with\nnewline\ttab\x01 é.raw')
+    shutil.copyfile(raw, odd)
+    r = oncetest.run_once(odd, "--dry-run")
+    t.check(r.parse_error is None and r.report.get("path") == odd,
+            f"a path with quotes, backslash, control characters and UTF-8: valid JSON, the same path: {r}")
+    not_utf8 = os.path.join(os.fsencode(work), b"latin1-\xe9t\xe9.raw")
+    shutil.copyfile(raw, not_utf8)
+    p = subprocess.run([oncetest.binary(), "--once", "--json", "--dry-run", not_utf8], stdout=subprocess.PIPE)
+    try:
+        rep = json.loads(p.stdout.decode("utf-8"))
+        ok = rep.get("result") == "success" and rep.get("path", "").startswith(work + "/latin1-")
+    except ValueError as e:
+        ok, rep = False, f"{e}: {p.stdout[:120]!r}"
+    t.check(ok, f"a path that is not UTF-8: the line is still valid UTF-8 JSON: {rep}")
 
     usage = [
         ([], "--once without an image"),
