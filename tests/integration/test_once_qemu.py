@@ -4,7 +4,8 @@
 where we know exactly what should be punched.
 
 Images: VHDX with block sizes 1 MiB, 32 MiB and 256 MiB (logical sector 512),
-a VHDX with 4096-byte logical sectors, and raw images. Each is filled with
+a VHDX with 4096-byte logical sectors, and raw images; a VHDX and a raw image
+whose size ends 512 bytes into a block. Each is filled with
 qemu-io: 0x5a data, zero data written inside it (`write -P 0`: on a VHDX
 qemu 7.2 writes zero data for `write -z` too, never a ZERO block state), and
 holes: the parts of allocated blocks qemu never wrote, and blocks never
@@ -28,6 +29,10 @@ of space nothing refers to. The checks, for minHole 64K (the default) and 1M:
 - qemu-img check is clean and qemu-img compare against a copy made before
   says identical (for 4096-byte sectors, which qemu 7.2 cannot open, the guest
   view read through vhdxtool is compared instead).
+
+Structures keep every byte: non-zero bytes in the header area's gaps, a
+clean log, the BAT and metadata regions past what is used, and an unknown
+optional region stay, while the zero runs around them go.
 
 Also: the JSON fields of DESIGN.md with their types, exit codes 0/1/2, and
 several images in one call (one line each, in order).
@@ -274,8 +279,13 @@ def one_pass_check(name, base, fmt, plan, min_hole, work):
     os.unlink(before)
 
 
-def make_image(path, fmt, block_size, virtual_size):
+def make_image(path, fmt, block_size, virtual_size, odd_tail=False):
+    """odd_tail: the virtual size ends 5 MiB + 512 bytes into a last, partial
+    block, with data and a zero run at its very end."""
     plan, vsize = layout(block_size, virtual_size, fmt)
+    if odd_tail:
+        vsize += 5 * MiB + 512
+        plan += [("data", vsize - 3 * MiB, 3 * MiB), ("zero", vsize - 2 * MiB - 512, 1 * MiB)]
     if fmt == "raw":
         oncetest.run(["qemu-img", "create", "-q", "-f", "raw", path, str(vsize)], check=True)
     else:
@@ -317,11 +327,13 @@ def report_write_z(label, path, fmt, plan):
 
 
 def test_images(work):
-    cases = [("vhdx", 1 * MiB), ("vhdx", 32 * MiB), ("vhdx", 256 * MiB), ("vhdx-4k", 32 * MiB), ("raw", 1 * MiB)]
-    for fmt, bs in cases:
+    cases = [("vhdx", 1 * MiB, False), ("vhdx", 32 * MiB, False), ("vhdx", 256 * MiB, False),
+             ("vhdx-4k", 32 * MiB, False), ("raw", 1 * MiB, False),
+             ("vhdx", 32 * MiB, True), ("raw", 1 * MiB, True)]
+    for fmt, bs, odd_tail in cases:
         base = os.path.join(work, "base")
-        plan = make_image(base, fmt, bs, 64 * MiB)
-        label = f"{fmt} bs={bs // MiB}M" if fmt != "raw" else "raw"
+        plan = make_image(base, fmt, bs, 64 * MiB, odd_tail)
+        label = (f"{fmt} bs={bs // MiB}M" if fmt != "raw" else "raw") + (" odd size" if odd_tail else "")
         if fmt == "vhdx-4k":
             to_4k_sectors(base)
             p = oncetest.run([oncetest.binary(), "--inspect", base])
@@ -338,6 +350,51 @@ def test_images(work):
         for min_hole in (64 * KiB, 1 * MiB):
             one_pass_check(f"{label} minHole={min_hole // KiB}K", base, fmt, plan, min_hole, work)
         os.unlink(base)
+
+
+# ---------------------------------------------------------------- structures keep every byte
+
+def test_structures(work):
+    """Non-zero bytes where a structure's content is free-form (gaps of the
+    header area, a clean log's old entries, past the used part of the BAT and
+    of the metadata region, an unknown optional region): the pass may punch
+    the zero runs around them and must keep them, byte for byte."""
+    base, before = os.path.join(work, "structures.vhdx"), os.path.join(work, "structures-before.vhdx")
+    make_image(base, "vhdx", 1 * MiB, 64 * MiB)
+    v = vhdxtool.Vhdx.open(base)
+    free = [r for r in v.stale_ranges() if r[0] % MiB == 0 and r[1] >= MiB][0][0]
+    guid = vhdxtool.uuid.UUID("0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9")
+    for table in (0, 1):
+        vhdxtool.add_region_entry(base, table, guid, free, MiB, required=False)
+    scribbles = [
+        ("header area gap", 0xF0000, 4 * KiB),
+        ("log entry", v.header.log_offset + 128 * KiB, 8 * KiB),
+        ("log end", v.header.log_offset + v.header.log_length - 4 * KiB, 4 * KiB),
+        ("BAT region past the entries", v.bat_offset + 512 * KiB, 4 * KiB),
+        ("metadata region past the items", v.metadata_offset + 512 * KiB, 4 * KiB),
+        ("unknown region start", free, 256 * KiB),
+        ("unknown region middle", free + 768 * KiB, 4 * KiB),
+    ]
+    for i, (_, off, length) in enumerate(scribbles):
+        vhdxtool.write_at(base, off, bytes([0xC1 + i]) * length)
+    oncetest.clone_sparse(base, before)
+    exp = Expected(base, "vhdx", 64 * KiB)
+    t.check(any(vhdxtool.intersect(exp.zero_runs, [(free, MiB)])),
+            "structures: zero runs are expected inside the unknown region too")
+
+    run = oncetest.run_once(base, "--discard=safe")
+    t.check(run.rc == 0 and run.report.get("result") == "success", f"structures: success: {run}")
+    t.equal((run.report.get("zero_bytes"), run.report.get("stale_bytes")), (exp.zero_bytes, exp.stale_bytes),
+            "structures: (zero_bytes, stale_bytes) as expected, the unknown region not counted stale")
+    holes = vhdxtool.hole_extents(base)
+    t.check(holes == exp.holes_after, "structures: the holes are exactly the old ones plus the expected runs")
+    for i, (what, off, length) in enumerate(scribbles):
+        t.check(not vhdxtool.intersect(holes, [(off, length)]) and
+                vhdxtool.read_at(base, off, length) == bytes([0xC1 + i]) * length,
+                f"structures: the bytes of the {what} are still there, as data")
+    same_guest_content("structures", base, before, "vhdx")
+    os.unlink(base)
+    os.unlink(before)
 
 
 # ---------------------------------------------------------------- JSON, exit codes, several images
@@ -412,6 +469,7 @@ def main():
     work = oncetest.workdir("test-once-qemu-")
     try:
         test_images(work)
+        test_structures(work)
         test_cli(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
