@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/falloc.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -52,6 +53,31 @@ typedef struct Chunk {
         uint64_t map_off;
 } Chunk;
 
+/* Punches are handed to a second thread, so that punching (the kernel
+ * dropping the punched pages from the cache and freeing the blocks) overlaps
+ * with scanning the next chunk: on a warm cache the two cost about the same.
+ * Jobs run in file order. On an error the worker drops what is queued; when
+ * the scan stops, queued jobs are dropped and only the one in flight is
+ * waited for. `undone` is the lowest offset of a job that was dropped or
+ * failed, so the stop offset can stay below it. */
+#define PUNCH_QUEUE_MAX 32
+
+typedef struct PunchQueue {
+        pthread_mutex_t lock;
+        pthread_cond_t changed;
+        Extent jobs[PUNCH_QUEUE_MAX];   /* ring: [head, head + n) */
+        size_t head, n;
+        bool busy;                      /* the worker is running jobs[head] */
+        bool finish;                    /* no more jobs will come */
+        bool threaded;                  /* false: jobs run inline */
+        int error;
+        uint64_t undone;
+        uint64_t punched;
+        int fd;
+        bool dry_run;
+        pthread_t thread;
+} PunchQueue;
+
 typedef struct Scanner {
         int fd;
         const ScanControl *c;
@@ -67,6 +93,7 @@ typedef struct Scanner {
         uint64_t pace_next;     /* io_limit: monotonic µs before which the next read must wait */
         uint64_t done;          /* examined up to here, in whole steps */
         ZeroRun run;
+        PunchQueue punches;
 } Scanner;
 
 static uint64_t now_usec(void) {
@@ -160,6 +187,95 @@ static int punch_range(int fd, uint64_t start, uint64_t end, bool dry_run, uint6
         return 0;
 }
 
+static void queue_drop_locked(PunchQueue *q, size_t keep) {
+        if (q->n > keep)
+                q->undone = MIN(q->undone, q->jobs[(q->head + keep) % PUNCH_QUEUE_MAX].offset);
+        q->n = MIN(q->n, keep);
+}
+
+static void *queue_worker(void *userdata) {
+        PunchQueue *q = userdata;
+
+        pthread_mutex_lock(&q->lock);
+        for (;;) {
+                uint64_t punched = 0;
+                Extent job;
+                int r;
+
+                while (q->n == 0 && !q->finish)
+                        pthread_cond_wait(&q->changed, &q->lock);
+                if (q->n == 0)
+                        break;
+                /* The job stays queued while it runs, so a cancel keeps it. */
+                job = q->jobs[q->head];
+                q->busy = true;
+                pthread_mutex_unlock(&q->lock);
+                r = punch_range(q->fd, job.offset, extent_end(&job), q->dry_run, &punched);
+                pthread_mutex_lock(&q->lock);
+                q->busy = false;
+                q->punched += punched;
+                q->head = (q->head + 1) % PUNCH_QUEUE_MAX;
+                q->n--;
+                if (r < 0) {
+                        q->error = r;
+                        q->undone = MIN(q->undone, job.offset);
+                        queue_drop_locked(q, 0);
+                }
+                pthread_cond_broadcast(&q->changed);
+        }
+        pthread_mutex_unlock(&q->lock);
+        return NULL;
+}
+
+static void queue_start(PunchQueue *q, int fd, bool dry_run) {
+        *q = (PunchQueue) { .fd = fd, .dry_run = dry_run, .undone = UINT64_MAX };
+        pthread_mutex_init(&q->lock, NULL);
+        pthread_cond_init(&q->changed, NULL);
+        /* Without a thread, punching inline is just slower. */
+        q->threaded = pthread_create(&q->thread, NULL, queue_worker, q) == 0;
+}
+
+/* Queues [start, end), or fails with the error of an earlier job. */
+static int queue_submit(PunchQueue *q, uint64_t start, uint64_t end) {
+        int r;
+
+        if (!q->threaded) {
+                r = punch_range(q->fd, start, end, q->dry_run, &q->punched);
+                if (r < 0)
+                        q->undone = MIN(q->undone, start);
+                return r;
+        }
+        pthread_mutex_lock(&q->lock);
+        while (q->n == PUNCH_QUEUE_MAX && q->error == 0)
+                pthread_cond_wait(&q->changed, &q->lock);
+        r = q->error;
+        if (r == 0) {
+                q->jobs[(q->head + q->n) % PUNCH_QUEUE_MAX] = (Extent) { start, end - start };
+                q->n++;
+                pthread_cond_broadcast(&q->changed);
+        }
+        pthread_mutex_unlock(&q->lock);
+        return r;
+}
+
+/* Ends the worker: after all jobs, or (cancel) after the one in flight.
+ * Returns the first punch error. */
+static int queue_stop(PunchQueue *q, bool cancel) {
+        if (q->threaded) {
+                pthread_mutex_lock(&q->lock);
+                if (cancel)
+                        queue_drop_locked(q, q->busy ? 1 : 0);
+                q->finish = true;
+                pthread_cond_broadcast(&q->changed);
+                pthread_mutex_unlock(&q->lock);
+                pthread_join(q->thread, NULL);
+                q->threaded = false;
+        }
+        pthread_cond_destroy(&q->changed);
+        pthread_mutex_destroy(&q->lock);
+        return q->error;
+}
+
 static int run_close(Scanner *s) {
         uint64_t start = ALIGN_UP(s->run.start, s->align), end = ALIGN_DOWN(s->run.end, s->align);
         int r;
@@ -167,7 +283,7 @@ static int run_close(Scanner *s) {
         if (!s->run.open)
                 return 0;
         if (end > start && (s->run.committed || end - start >= s->min_hole)) {
-                r = punch_range(s->fd, start, end, s->c->dry_run, &s->r->punched);
+                r = queue_submit(&s->punches, start, end);
                 if (r < 0)
                         return r;
         }
@@ -183,7 +299,7 @@ static int run_commit_head(Scanner *s) {
 
         if (!s->run.open || end <= start || (!s->run.committed && end - start < s->min_hole))
                 return 0;
-        r = punch_range(s->fd, start, end, s->c->dry_run, &s->r->punched);
+        r = queue_submit(&s->punches, start, end);
         if (r < 0)
                 return r;
         s->run.start = end;
@@ -451,9 +567,10 @@ static int control_validate(const ScanControl *c) {
         return 0;
 }
 
-/* Everything below an open run is examined, and every run before it punched. */
+/* Everything below an open run is examined, and every run before it punched
+ * (or queued: below the first punch that did not happen). */
 static uint64_t scanner_stop_offset(const Scanner *s) {
-        return s->run.open ? s->run.start : s->done;
+        return MIN(s->run.open ? s->run.start : s->done, s->punches.undone);
 }
 
 static size_t chunk_max_for(const ScanControl *c) {
@@ -466,11 +583,34 @@ static size_t chunk_max_for(const ScanControl *c) {
         return MAX(ALIGN_DOWN(m, c->align), (size_t) c->align);
 }
 
+static int scan_ranges(Scanner *s, const ExtentList *ranges, uint64_t size) {
+        int k;
+
+        for (size_t i = 0; i < ranges->n; i++) {
+                uint64_t start = ranges->items[i].offset;
+                uint64_t end = MIN(extent_end(&ranges->items[i]), size);
+
+                if (start >= end)
+                        continue;
+                /* A run carries over only into a range that touches it. */
+                if (s->run.open && s->run.end != start) {
+                        k = run_close(s);
+                        if (k < 0)
+                                return k;
+                }
+                s->done = start;
+                k = scan_range(s, start, end);
+                if (k < 0)
+                        return k;
+        }
+        return run_close(s);
+}
+
 int scan_punch_zero_runs(int fd, const ExtentList *ranges, const ScanControl *c, ScanResult *r) {
         _cleanup_free_ uint8_t *buf = NULL, *resident = NULL;
         struct stat st;
         Scanner s;
-        int k;
+        int k, q;
 
         *r = (ScanResult) {};
         k = control_validate(c);
@@ -501,32 +641,15 @@ int scan_punch_zero_runs(int fd, const ExtentList *ranges, const ScanControl *c,
         s.buf = buf;
         s.resident = resident;
         (void) posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-
-        for (size_t i = 0; i < ranges->n; i++) {
-                uint64_t start = ranges->items[i].offset;
-                uint64_t end = MIN(extent_end(&ranges->items[i]), (uint64_t) st.st_size);
-
-                if (start >= end)
-                        continue;
-                /* A run carries over only into a range that touches it. */
-                if (s.run.open && s.run.end != start) {
-                        k = run_close(&s);
-                        if (k < 0)
-                                goto fail;
-                }
-                s.done = start;
-                k = scan_range(&s, start, end);
-                if (k < 0)
-                        goto fail;
-        }
-        k = run_close(&s);
-        if (k < 0)
-                goto fail;
-        r->stop_offset = s.done;
-        return 0;
-
-fail:
-        r->stop_offset = scanner_stop_offset(&s);
+        queue_start(&s.punches, fd, c->dry_run);
+        k = scan_ranges(&s, ranges, (uint64_t) st.st_size);
+        /* On success every queued punch must happen; on a stop only the one
+         * in flight. */
+        q = queue_stop(&s.punches, k < 0);
+        if (k >= 0)
+                k = q;
+        r->punched = s.punches.punched;
+        r->stop_offset = k < 0 ? scanner_stop_offset(&s) : s.done;
         return k;
 }
 

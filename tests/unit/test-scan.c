@@ -427,8 +427,8 @@ static void test_read_path_when_mapping_fails(void **state) {
         int p[2], status;
         pid_t pid;
 
-#if defined(__SANITIZE_ADDRESS__)
-        skip();         /* ASan reserves terabytes of address space */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+        skip();         /* sanitizers reserve terabytes of address space */
 #endif
         test_file_make(&f, segs, straddle_layout(segs, &want));
         assert_int_equal(pipe2(p, O_CLOEXEC), 0);
@@ -557,8 +557,11 @@ static void test_cancel_stops_and_resumes(void **state) {
         c.userdata = &k;
         assert_int_equal(scan_whole(&f, &c, &r), -ECANCELED);
         fprintf(stderr, "cancelled at %" PRIu64 ", punched %" PRIu64 "\n", r.stop_offset, r.punched);
-        assert_true(r.stop_offset >= 10 * MiB);
-        assert_true(r.stop_offset < f.size);
+        /* Punches still queued when the scan stopped were dropped, so the
+         * stop can lie below where the check struck, never above. */
+        assert_true(r.stop_offset <= r.examined);
+        assert_true(r.examined >= 10 * MiB);
+        assert_true(r.examined < f.size);
         assert_int_equal(r.stop_offset % ALIGN, 0);
 
         /* Every run below the stop is a hole, nothing at or above it is. */
