@@ -401,6 +401,30 @@ static int add_history_row(Table *t, const HistoryEntry *h) {
         return table_add_row(t, cells);
 }
 
+/* The number of entries in a History() reply; leaves it read. */
+static int count_history(sd_bus_message *reply, const char *signature) {
+        HistoryEntry h;
+        int n = 0, r;
+
+        r = sd_bus_message_enter_container(reply, 'a', signature);
+        if (r < 0)
+                return r;
+        while ((r = read_history_entry(reply, signature, &h)) > 0)
+                n++;
+        return r < 0 ? r : n;
+}
+
+/* 0 when the daemon knows the disk, else an exit code (the daemon's
+ * NoSuchDisk error printed). */
+static int check_disk_exists(Ctl *c, const char *name) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ DiskInfo *disks = NULL;
+        char *names[] = { (char *) name, NULL };
+        size_t n = 0;
+
+        return list_disks(c, names, &reply, &disks, &n);
+}
+
 static int command_history(Ctl *c, const CtlArgs *a) {
         static const TableColumn columns[] = {
                 { "TIME", TABLE_ALIGN_LEFT },
@@ -428,10 +452,26 @@ static int command_history(Ctl *c, const CtlArgs *a) {
         if (r != 0)
                 return r;
 
-        r = table_new(&t, columns, ELEMENTSOF(columns));
+        r = history_signature(reply, &signature);
         if (r < 0)
                 return ctl_bad_reply(r);
-        r = history_signature(reply, &signature);
+
+        /* The history outlives a disk's configuration, so an empty answer
+         * is how a misspelt name shows: ask whether the disk exists. */
+        if (a->n_names > 0) {
+                r = count_history(reply, signature);
+                if (r < 0)
+                        return ctl_bad_reply(r);
+                if (r == 0) {
+                        r = check_disk_exists(c, a->names[0]);
+                        if (r != 0)
+                                return r;
+                }
+        }
+
+        r = table_new(&t, columns, ELEMENTSOF(columns));
+        if (r >= 0)
+                r = sd_bus_message_rewind(reply, true);
         if (r >= 0)
                 r = sd_bus_message_enter_container(reply, 'a', signature);
         if (r < 0)

@@ -502,6 +502,8 @@ def check_errors():
     p = ctl("reclaim", "nosuchdisk")
     t.equal(p.returncode, 1, "reclaim of an unknown disk exits 1")
     t.check("nosuchdisk" in p.stderr, "... and names it")
+    p = ctl("history", "nosuchdisk")
+    t.check(p.returncode == 1 and "nosuchdisk" in p.stderr, f"history of an unknown disk: exit 1, named ({p.stderr.strip()!r})")
     p = ctl("cancel", "987654321")
     t.equal(p.returncode, 1, "cancel of an unknown job exits 1")
     t.check("987654321" in p.stderr, f"... and names it: {p.stderr.strip()!r}")
