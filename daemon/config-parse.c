@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -172,6 +173,13 @@ static void set_path(Parser *p, const char *key, const char *value, bool file, c
                         free(norm);
                 invalid_value(p, key, value, -EINVAL,
                               file ? "expected the absolute path of a file" : "expected an absolute path");
+                return;
+        }
+        /* libinih strips blanks around values: a path ending in one (given
+         * with a trailing slash) could not be printed back by config_print(). */
+        if (isspace((unsigned char) norm[strlen(norm) - 1])) {
+                free(norm);
+                invalid_value(p, key, value, -EINVAL, "a path may not end in a blank");
                 return;
         }
         free(*target);
