@@ -507,9 +507,14 @@ def check_errors():
     p = ctl("cancel", "987654321")
     t.equal(p.returncode, 1, "cancel of an unknown job exits 1")
     t.check("987654321" in p.stderr, f"... and names it: {p.stderr.strip()!r}")
-    p = ctl("frobnicate")
-    t.equal(p.returncode, 2, "an unknown command exits 2")
-    t.equal(len(p.stderr.strip().splitlines()), 1, "... with a one-line hint")
+    for args in (("frobnicate",), ("reclaim",), ("reclaim", "vhdx", "--all"), ("cancel", "x"),
+                 ("set-sparse", "vhdx", "maybe"), ("status", "--wait"), ("--bogus", "status"), ()):
+        p = ctl(*args)
+        t.check(p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "--help" in p.stderr,
+                f"usage error {args}: exit {p.returncode}, one line pointing at --help: {p.stderr.strip()!r}")
+    p = ctl("--help")
+    t.check(p.returncode == 0 and "Exit status" in p.stdout and "reclaim DISK...|--all" in p.stdout,
+            "--help documents the commands and exit codes")
     p = ctl("version")
     t.equal(p.returncode, 0, "version exit code")
     t.check(re.search(r"^vhdreclaimctl \S+\nvhdreclaimd \S+$", p.stdout.strip()) is not None,
