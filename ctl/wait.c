@@ -448,12 +448,12 @@ static int wait_loop(Waiter *w) {
         }
 }
 
-static void print_results_json(const Waiter *w, const uint64_t *ids, size_t n_ids) {
+static void print_results_json(Waiter *w, const uint64_t *ids, size_t n_ids) {
         JsonOut j = { .f = stdout };
 
         json_begin(&j, '[');
         for (size_t i = 0; i < n_ids; i++) {
-                const Job *job = find_job((Waiter *) w, ids[i]);
+                const Job *job = find_job(w, ids[i]);
 
                 json_begin(&j, '{');
                 json_key(&j, "job"); json_u64(&j, job->id);
