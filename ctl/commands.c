@@ -40,11 +40,8 @@ typedef struct HistoryEntry {
         const char *discard;
 } HistoryEntry;
 
-/* The eleven fields History() documents in vhdreclaim-bus.h. The header's
- * signature string, "(sstsstttts)", names only ten (no free_bytes); a daemon
- * that sends those is read too, free_bytes then being unknown (0). */
+/* The eleven fields History() documents in vhdreclaim-bus.h. */
 #define HISTORY_SIGNATURE "(sstssttttts)"
-#define HISTORY_SIGNATURE_NO_FREE "(sstsstttts)"
 
 static uint64_t now_realtime(void) {
         struct timespec ts;
@@ -339,35 +336,11 @@ static int command_metrics(Ctl *c, const CtlArgs *a) {
 
 /* ---- history ---- */
 
-static int read_history_entry(sd_bus_message *m, const char *signature, HistoryEntry *h) {
+static int read_history_entry(sd_bus_message *m, HistoryEntry *h) {
         *h = (HistoryEntry) {};
-        if (strcmp(signature, HISTORY_SIGNATURE_NO_FREE) == 0)
-                return sd_bus_message_read(m, HISTORY_SIGNATURE_NO_FREE, &h->name, &h->path, &h->start,
-                                           &h->result, &h->message, &h->duration, &h->reclaimed,
-                                           &h->stale_bytes, &h->zero_bytes, &h->discard);
         return sd_bus_message_read(m, HISTORY_SIGNATURE, &h->name, &h->path, &h->start, &h->result,
                                    &h->message, &h->duration, &h->reclaimed, &h->stale_bytes,
                                    &h->zero_bytes, &h->free_bytes, &h->discard);
-}
-
-/* Which of the two History() signatures the reply carries. */
-static int history_signature(sd_bus_message *reply, const char **ret) {
-        const char *contents = NULL;
-        char type;
-        int r;
-
-        r = sd_bus_message_peek_type(reply, &type, &contents);
-        if (r < 0)
-                return r;
-        if (r == 0 || type != 'a' || !contents)
-                return -EBADMSG;
-        if (strcmp(contents, HISTORY_SIGNATURE) == 0)
-                *ret = HISTORY_SIGNATURE;
-        else if (strcmp(contents, HISTORY_SIGNATURE_NO_FREE) == 0)
-                *ret = HISTORY_SIGNATURE_NO_FREE;
-        else
-                return -EBADMSG;
-        return 0;
 }
 
 static void print_history_json_entry(JsonOut *j, const HistoryEntry *h) {
@@ -402,14 +375,14 @@ static int add_history_row(Table *t, const HistoryEntry *h) {
 }
 
 /* The number of entries in a History() reply; leaves it read. */
-static int count_history(sd_bus_message *reply, const char *signature) {
+static int count_history(sd_bus_message *reply) {
         HistoryEntry h;
         int n = 0, r;
 
-        r = sd_bus_message_enter_container(reply, 'a', signature);
+        r = sd_bus_message_enter_container(reply, 'a', HISTORY_SIGNATURE);
         if (r < 0)
                 return r;
-        while ((r = read_history_entry(reply, signature, &h)) > 0)
+        while ((r = read_history_entry(reply, &h)) > 0)
                 n++;
         return r < 0 ? r : n;
 }
@@ -438,7 +411,6 @@ static int command_history(Ctl *c, const CtlArgs *a) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         _cleanup_table_ Table *t = NULL;
         JsonOut j = { .f = stdout };
-        const char *signature;
         HistoryEntry h;
         int r;
 
@@ -452,14 +424,10 @@ static int command_history(Ctl *c, const CtlArgs *a) {
         if (r != 0)
                 return r;
 
-        r = history_signature(reply, &signature);
-        if (r < 0)
-                return ctl_bad_reply(r);
-
         /* The history outlives a disk's configuration, so an empty answer
          * is how a misspelt name shows: ask whether the disk exists. */
         if (a->n_names > 0) {
-                r = count_history(reply, signature);
+                r = count_history(reply);
                 if (r < 0)
                         return ctl_bad_reply(r);
                 if (r == 0) {
@@ -473,12 +441,12 @@ static int command_history(Ctl *c, const CtlArgs *a) {
         if (r >= 0)
                 r = sd_bus_message_rewind(reply, true);
         if (r >= 0)
-                r = sd_bus_message_enter_container(reply, 'a', signature);
+                r = sd_bus_message_enter_container(reply, 'a', HISTORY_SIGNATURE);
         if (r < 0)
                 return ctl_bad_reply(r);
         if (a->json)
                 json_begin(&j, '[');
-        while ((r = read_history_entry(reply, signature, &h)) > 0) {
+        while ((r = read_history_entry(reply, &h)) > 0) {
                 if (a->json)
                         print_history_json_entry(&j, &h);
                 else if (add_history_row(t, &h) < 0)

@@ -455,9 +455,9 @@ static int method_history(sd_bus_message *msg, void *userdata, sd_bus_error *err
                 return sd_bus_error_setf(error, VHDRECLAIM_ERROR_FAILED, "Cannot read the history: %s", strerror(-r));
         r = sd_bus_message_new_method_return(msg, &reply);
         if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'a', "(sstsstttts)");
+                r = sd_bus_message_open_container(reply, 'a', "(sstssttttts)");
         for (size_t i = 0; i < n && r >= 0; i++)
-                r = sd_bus_message_append(reply, "(sstsstttts)", e[i].name, e[i].path, e[i].start, e[i].result,
+                r = sd_bus_message_append(reply, "(sstssttttts)", e[i].name, e[i].path, e[i].start, e[i].result,
                                           e[i].message, e[i].duration_usec, e[i].reclaimed, e[i].stale_bytes,
                                           e[i].zero_bytes, e[i].free_bytes, e[i].discard);
         history_entries_free(e, n);
@@ -539,7 +539,7 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("ListJobs", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(tsssttd)", jobs), method_list_jobs,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("History", SD_BUS_ARGS("s", name, "u", limit),
-                                SD_BUS_RESULT("a(sstsstttts)", passes), method_history, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_RESULT("a(sstssttttts)", passes), method_history, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetTrimStatus", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sttts)", mounts),
                                 method_get_trim_status, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("JobProgress", SD_BUS_ARGS("t", job_id, "s", target, "t", done, "t", total, "d", rate),

@@ -33,7 +33,7 @@
  *        one per line, and the old configuration stays.
  *  R ListJobs() -> a(tsssttd)  id, kind ("reclaim"|"trim"), target, state
  *        ("queued"|"running"), done, total, rate (bytes/s)
- *  R History(s name, u limit) -> a(sstsstttts)
+ *  R History(s name, u limit) -> a(sstssttttts)
  *        name "" = all; newest last: name, path, start (realtime usec),
  *        result, message, duration_usec, reclaimed, stale_bytes, zero_bytes,
  *        free_bytes, discard

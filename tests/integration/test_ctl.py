@@ -362,6 +362,9 @@ def check_history(vhdx, raw):
     e = next((e for e in entries if e.get("name") == "vhdx"), {})
     t.equal(e.get("result"), "success", "history: result")
     t.equal(e.get("reclaimed"), vhdx.get("reclaimed_last"), "history: reclaimed as status says")
+    # All eleven fields of History() arrive (the discard mode is the last).
+    t.equal(e.get("discard"), "safe", "history: the pass's discard mode")
+    t.check(isinstance(e.get("free_bytes"), int), f"history: free_bytes is a number: {e}")
     _, only = ctl_json("history", "vhdx")
     t.check(isinstance(only, list) and only and all(x["name"] == "vhdx" for x in only), "history DISK filters")
     p = ctl("history")
