@@ -37,6 +37,7 @@ struct Connection {
         size_t n_groups;
         bool said_hello;
         bool spoke;             /* sent something other than Hello */
+        bool kicked;            /* processed once right after its handshake (see on_kick) */
 };
 
 static void connection_free(Connection *c) {
@@ -52,6 +53,8 @@ static void connection_free(Connection *c) {
         if (c->next)
                 c->next->prev = c->prev;
         m->n_connections--;
+        if (!c->kicked)
+                m->n_unkicked--;
         if (c->bus) {
                 sd_bus_detach_event(c->bus);
                 sd_bus_close(c->bus);
@@ -570,6 +573,32 @@ static int on_any_message(sd_bus_message *msg, void *userdata, sd_bus_error *err
         return 0;
 }
 
+/* sd-bus (252) on the server side reads the handshake greedily: a message
+ * sent in the same write as BEGIN sits in its buffer, and nothing dispatches
+ * it until the peer writes again. So every connection is processed once more
+ * right after its handshake completes. */
+static int on_kick(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+
+        for (Connection *c = m->connections, *next; c; c = next) {
+                sd_bus *bus;
+
+                next = c->next;
+                if (c->kicked || sd_bus_is_ready(c->bus) <= 0)
+                        continue;
+                c->kicked = true;
+                m->n_unkicked--;
+                /* The connection may go away while processing; the bus stays valid. */
+                bus = sd_bus_ref(c->bus);
+                for (int i = 0; i < 16 && sd_bus_process(bus, NULL) > 0; i++)
+                        ;
+                sd_bus_unref(bus);
+        }
+        if (m->n_unkicked == 0)
+                sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        return 0;
+}
+
 static int connection_new(Manager *m, int fd) {
         _cleanup_close_ int cfd = fd;
         Connection *c;
@@ -588,6 +617,15 @@ static int connection_new(Manager *m, int fd) {
                 c->next->prev = c;
         m->connections = c;
         m->n_connections++;
+        m->n_unkicked++;
+        if (!m->control_kick)
+                r = sd_event_add_post(m->event, &m->control_kick, on_kick, m);
+        else
+                r = sd_event_source_set_enabled(m->control_kick, SD_EVENT_ON);
+        if (r < 0) {
+                connection_free(c);
+                return log_warning_errno(r, "cannot watch control connections: %m");
+        }
 
         r = peer_groups(fd, c->pid, &c->groups, &c->n_groups);
         if (r < 0)
@@ -758,6 +796,7 @@ int control_setup(Manager *m) {
 void control_done(Manager *m) {
         while (m->connections)
                 connection_free(m->connections);
+        m->control_kick = sd_event_source_disable_unref(m->control_kick);
         m->listen_source = sd_event_source_disable_unref(m->listen_source);
         if (m->listen_fd >= 0) {
                 if (m->listen_fd_ours)

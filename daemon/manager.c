@@ -303,9 +303,6 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
         j->started = true;
         d->written = false;
         watch_disarm_idle(d);
-        if (!j->path)
-                /* pass_run reports the open failure. */
-                j->path = NULL;
 }
 
 int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, Job **ret) {

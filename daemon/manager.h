@@ -145,6 +145,8 @@ struct Manager {
         sd_event_source *listen_source;
         Connection *connections;
         unsigned n_connections;
+        unsigned n_unkicked;
+        sd_event_source *control_kick;
         uint64_t next_unique_name;
 
         TrimStatus *trim_status;        /* per mount, persisted in the state dir */

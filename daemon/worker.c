@@ -82,7 +82,9 @@ static void job_run_trim(Job *j) {
 static void *job_thread(void *userdata) {
         Job *j = userdata;
 
-        if (j->kind == JOB_RECLAIM)
+        if (j->kind == JOB_RECLAIM && !j->path)
+                j->error = -ENOMEM;     /* reported as the pass's error */
+        else if (j->kind == JOB_RECLAIM)
                 j->error = pass_run(j->path, &j->options, &j->report);
         else
                 job_run_trim(j);

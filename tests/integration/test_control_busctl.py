@@ -140,6 +140,15 @@ def test_introspect_and_call(tmp):
         name, body = hello_and_list(s)
         assert name.startswith(":1."), name
         assert b"a.vhdx" in body, body
+    # A Hello sent in the same write as BEGIN, and nothing after it, is answered too.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(d.sock)
+        authenticate(s)
+        s.sendall(b"BEGIN\r\n" + dbus_call(1, "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello",
+                                           dest="org.freedesktop.DBus"))
+        mtype, reply_serial, body, _ = read_message(s, b"")
+        assert (mtype, reply_serial) == (2, 1), (mtype, reply_serial, body)
 
 
 def garbage_clients(sock_path, stop):
