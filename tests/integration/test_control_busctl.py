@@ -14,7 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from daemonlib import Daemon, config, main, require_tools, standard_image, wait_for
+from daemonlib import Daemon, config, main, make_vhdx, require_tools, standard_image, wait_for
 
 
 def _pad(buf, n):
@@ -51,6 +51,12 @@ def dbus_call(serial, path, iface, member, dest=None, sig="", body=b""):
 
 def read_message(sock, buf):
     """Reads one message; returns (type, reply_serial, body, rest of buf)."""
+    mtype, reply_serial, _, body, rest = read_message_member(sock, buf)
+    return mtype, reply_serial, body, rest
+
+
+def read_message_member(sock, buf):
+    """Reads one message; returns (type, reply_serial, member, body, rest of buf)."""
     while len(buf) < 16:
         chunk = sock.recv(65536)
         if not chunk:
@@ -65,7 +71,7 @@ def read_message(sock, buf):
             raise ConnectionError("closed")
         buf += chunk
     fields = buf[16:16 + fields_len]
-    reply_serial = None
+    reply_serial = member = None
     i = 0
     while i < len(fields):
         i += (-i) % 8
@@ -75,6 +81,8 @@ def read_message(sock, buf):
         if typ in ("s", "o"):
             i += (-(i + 16)) % 4
             (n,) = struct.unpack("<I", fields[i:i + 4])
+            if code == 3:
+                member = fields[i + 4:i + 4 + n].decode()
             i += 4 + n + 1
         elif typ == "g":
             i += 1 + fields[i] + 1
@@ -87,7 +95,25 @@ def read_message(sock, buf):
         else:
             raise AssertionError(f"unexpected header field type {typ}")
     body = buf[16 + fields_len + ((-fields_len) % 8):total]
-    return mtype, reply_serial, body, buf[total:]
+    return mtype, reply_serial, member, body, buf[total:]
+
+
+def marshal_string(buf, s):
+    _pad(buf, 4)
+    enc = s.encode()
+    buf += struct.pack("<I", len(enc)) + enc + b"\0"
+
+
+def reclaim_body(names, all_, dry_run, discard):
+    """The body of Reclaim(as, b, b, s)."""
+    elems = bytearray()
+    for n in names:
+        marshal_string(elems, n)
+    body = bytearray(struct.pack("<I", len(elems)) + elems)
+    _pad(body, 4)
+    body += struct.pack("<II", int(all_), int(dry_run))
+    marshal_string(body, discard)
+    return bytes(body)
 
 
 def authenticate(s):
@@ -149,6 +175,41 @@ def test_introspect_and_call(tmp):
                                            dest="org.freedesktop.DBus"))
         mtype, reply_serial, body, _ = read_message(s, b"")
         assert (mtype, reply_serial) == (2, 1), (mtype, reply_serial, body)
+
+
+def test_job_signals(tmp):
+    img = make_vhdx(os.path.join(tmp, "big.vhdx"), "1G", [("P", "0", "0", "96M")])
+    d = Daemon(tmp, config(tmp, [("big", img)], reclaim={"ioLimit": "48M"})).start()
+    # Two listeners; one of them calls Reclaim. Both see the progress and the end.
+    listeners = []
+    for _ in range(2):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(20)
+        s.connect(d.sock)
+        authenticate(s)
+        hello_and_list(s)
+        listeners.append(s)
+    listeners[0].sendall(dbus_call(3, "/org/vhdreclaim/Manager", "org.vhdreclaim.Manager1", "Reclaim",
+                                   sig="asbbs", body=reclaim_body(["big"], False, False, "")))
+    t0 = time.monotonic()
+    for s in listeners:
+        buf, progress, finished, reply = b"", [], None, None
+        while finished is None:
+            mtype, reply_serial, member, body, buf = read_message_member(s, buf)
+            if mtype == 2 and reply_serial == 3:
+                reply = body
+            elif mtype == 4 and member == "JobProgress":
+                progress.append(time.monotonic())
+            elif mtype == 4 and member == "JobFinished":
+                finished = body
+        assert b"big" in finished and b"success" in finished, finished
+        duration = time.monotonic() - t0
+        assert len(progress) >= 2, progress
+        # At most 4 per second.
+        assert len(progress) <= 4 * duration + 2, (len(progress), duration)
+        if s is listeners[0]:
+            assert reply is not None and len(reply) == 4 + 4 + 8, reply    # at: one job id
+        s.close()
 
 
 def garbage_clients(sock_path, stop):
@@ -268,4 +329,4 @@ def test_socket_takeover_rules(tmp):
 
 if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl")
-    main([test_introspect_and_call, test_500_clients_and_garbage, test_socket_takeover_rules])
+    main([test_introspect_and_call, test_job_signals, test_500_clients_and_garbage, test_socket_takeover_rules])

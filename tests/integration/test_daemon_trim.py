@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""[trim] on a real file system: an ext4 image on a loop device, mounted
-twice (one pass per file system); FITRIM in chunks through the Trim call,
-the loop device passes the discards on as holes in its backing file, and the
-status reports the bytes trimmed. Needs root (mount, FITRIM)."""
+"""What needs root (mount, FITRIM): [trim] on a real file system, an ext4
+image on a loop device mounted twice (one pass per file system), FITRIM in
+chunks through the Trim call, the loop device passing the discards on as
+holes in its backing file, the status reporting the bytes trimmed; and
+SetSparse false on a host file system too full to re-allocate the holes."""
 
 import os
 import subprocess
 import time
 
-from daemonlib import Daemon, MiB, allocated, config, main, require_tools, run, skip, wait_for
+import shutil
+
+from daemonlib import (Daemon, MiB, allocated, assert_same_content, config, main, make_vhdx, require_tools, run,
+                       skip, wait_for)
 
 
 class LoopFs:
@@ -84,6 +88,40 @@ def test_trim(tmp):
         fs.close()
 
 
+def test_set_sparse_without_space(tmp):
+    host = os.path.join(tmp, "host")
+    os.mkdir(host)
+    run("mount", "-t", "tmpfs", "-o", "size=80M", "tmpfs", host)
+    try:
+        img = make_vhdx(os.path.join(host, "a.vhdx"), "1G", [("P", "0x33", 0, "1M"), ("P", "0", "1M", "40M")])
+        copy = os.path.join(tmp, "a.orig.vhdx")
+        shutil.copyfile(img, copy)
+        d = Daemon(tmp, config(tmp, [("a", img)])).start()
+        d.reclaim("a")
+        d.wait_passes("a", 1)
+        holes = os.stat(img).st_size - allocated(img)
+        assert holes >= 36 * MiB, holes
+        # Leave less free space than the holes need.
+        filler = os.path.join(host, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\1" * (80 * MiB - allocated(img) - holes // 2))
+        before = allocated(img)
+        p = d.call("SetSparse", "sb", "a", "false", check=False)
+        assert p.returncode != 0 and "free space" in p.stderr, p.stderr
+        assert allocated(img) == before, (allocated(img), before)
+        assert d.disk("a")["sparse"] is True
+        assert_same_content(img, copy)
+        # With the space back, it works and nothing changes but the allocation.
+        os.unlink(filler)
+        d.call("SetSparse", "sb", "a", "false")
+        assert allocated(img) >= os.stat(img).st_size
+        assert d.disk("a")["sparse"] is False
+        assert_same_content(img, copy)
+        d.stop()
+    finally:
+        subprocess.run(["umount", host], capture_output=True)
+
+
 if __name__ == "__main__":
     require_tools("busctl", "mkfs.ext4", "mount")
     if os.geteuid() != 0:
@@ -91,4 +129,4 @@ if __name__ == "__main__":
     probe = subprocess.run(["losetup", "-f"], capture_output=True)
     if probe.returncode != 0:
         skip("no loop device available")
-    main([test_trim])
+    main([test_trim, test_set_sparse_without_space])
