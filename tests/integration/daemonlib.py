@@ -178,9 +178,11 @@ class Daemon:
     # ---- busctl ----
 
     def busctl(self, *args, user=None, check=True, timeout=30):
+        """user: (user, group) or (user, group, supplementary groups) to run busctl as."""
         cmd = ["busctl", f"--address=unix:path={self.sock}", "--json=short"] + list(args)
         if user:
-            cmd = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups"] + cmd
+            groups = ["--clear-groups"] if len(user) < 3 else [f"--groups={user[2]}"]
+            cmd = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}"] + groups + cmd
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if check and p.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed: {p.stderr.strip()}\n{self.read_log()}")
@@ -221,13 +223,13 @@ class Daemon:
                         timeout, 0.1, what=f"{count} history entries of {name}")
 
 
-def config(tmp, disks=(), reclaim=None, extra=""):
+def config(tmp, disks=(), reclaim=None, extra="", admin_group=""):
     """A configuration: [reclaim] values (defaults that keep tests quick and
     quiet: no periodic passes, no random delay) and [disk.NAME] sections."""
     r = {"interval": "0", "randomizedDelay": "0", "idleDelay": "1h", "minReclaim": "0",
          "minHole": "64K", "ioLimit": "0", "maxPassTime": "0", "discard": "safe"}
     r.update(reclaim or {})
-    text = "[daemon]\nadminGroup=\n\n[reclaim]\n" + "".join(f"{k}={v}\n" for k, v in r.items())
+    text = f"[daemon]\nadminGroup={admin_group}\n\n[reclaim]\n" + "".join(f"{k}={v}\n" for k, v in r.items())
     for name, path, *rest in disks:
         text += f"\n[disk.{name}]\npath={path}\n"
         for line in rest:

@@ -5,6 +5,7 @@ status, reclaim, state across restarts, schedules, idle trigger, watches,
 SIGTERM during a pass. Every pass is checked with qemu-img compare against a
 copy made before it, and qemu-img check."""
 
+import grp
 import os
 import shutil
 import signal
@@ -337,10 +338,30 @@ def test_permissions(tmp):
     assert d.call("History", "su", "", 0, user=nobody) == [[]]
 
 
+def test_admin_group(tmp):
+    a, copy = image_with_copy(tmp, "a")
+    d = Daemon(tmp, config(tmp, [("a", a)], admin_group="users")).start()
+    os.chmod(d.sock, 0o666)
+    gid = grp.getgrnam("users").gr_gid
+    # Not in the group: refused. As a supplementary group, or as the primary one: allowed.
+    p = d.call("Reclaim", "asbbs", 1, "a", "false", "false", "", user=("nobody", "nogroup"), check=False)
+    assert "Permission denied" in p.stderr, p.stderr
+    assert d.call("Reclaim", "asbbs", 1, "a", "false", "false", "", user=("nobody", "nogroup", str(gid)))[0]
+    d.wait_passes("a", 1)
+    assert d.call("Reclaim", "asbbs", 1, "a", "false", "true", "", user=("nobody", "users"))[0]
+    d.wait_history("a", 2)
+    assert_same_content(a, copy)
+    # A reload that drops the group takes the right away.
+    d.write_config(config(tmp, [("a", a)], admin_group=""))
+    d.call("Reload")
+    p = d.call("Reclaim", "asbbs", 1, "a", "false", "false", "", user=("nobody", "nogroup", str(gid)), check=False)
+    assert "Permission denied" in p.stderr, p.stderr
+
+
 if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl", "setpriv")
     main([test_status_matches_qemu_img_and_stat, test_reclaim_via_busctl, test_unknown_and_bad_arguments,
           test_state_survives_restart_and_missed_interval_runs, test_corrupt_state_is_ignored,
           test_idle_trigger, test_idle_trigger_reopened_is_not_touched, test_reload,
           test_sigterm_during_pass, test_max_pass_time_then_resume, test_watch_folder,
-          test_deleted_mid_pass, test_set_sparse, test_permissions])
+          test_deleted_mid_pass, test_set_sparse, test_permissions, test_admin_group])
