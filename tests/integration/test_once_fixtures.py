@@ -22,7 +22,6 @@ Skips (77) without the fixtures or qemu-img; fails in CI.
 import os
 import re
 import shutil
-import subprocess
 
 import oncetest
 import vhdxtool

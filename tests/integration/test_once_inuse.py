@@ -23,7 +23,6 @@ import random
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import oncetest
@@ -31,7 +30,6 @@ from oncetest import KiB, MiB, GiB
 
 t = oncetest.Checker()
 
-F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 
 # A child that opens the file (and optionally takes a read lease, as Samba
 # does for an oplock), says "ready", and answers each line on stdin with its

@@ -45,10 +45,11 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 
 import oncetest
 import vhdxtool
-from oncetest import KiB, MiB, GiB
+from oncetest import KiB, MiB
 
 t = oncetest.Checker()
 
@@ -363,7 +364,7 @@ def test_structures(work):
     make_image(base, "vhdx", 1 * MiB, 64 * MiB)
     v = vhdxtool.Vhdx.open(base)
     free = [r for r in v.stale_ranges() if r[0] % MiB == 0 and r[1] >= MiB][0][0]
-    guid = vhdxtool.uuid.UUID("0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9")
+    guid = uuid.UUID("0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9")
     for table in (0, 1):
         vhdxtool.add_region_entry(base, table, guid, free, MiB, required=False)
     scribbles = [

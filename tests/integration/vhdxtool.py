@@ -15,8 +15,13 @@ Reading:
     v.region_tables[0..1], v.regions    (the table in use, RegionEntry objects)
     v.metadata_entries                  (MetadataEntry objects)
     v.bat                               (raw 64-bit entries, sector bitmaps included)
-    v.block_state(b), v.block_file_offset(b), v.bat_entry_offset(i)
+    v.bat_index(b), v.block_state(b), v.block_file_offset(b), v.bat_entry_offset(i)
+    v.blocks_in_state(s), v.state_counts(), v.virtual_to_file(off), v.read_virtual(off, n)
     v.structure_ranges(), v.present_block_ranges(), v.stale_ranges()
+
+Ranges are lists of (offset, length): normalize(), subtract(), intersect(),
+total(); data_extents(path) and hole_extents(path) read a file's layout with
+SEEK_DATA/SEEK_HOLE.
 
 Writing (path-based; each opens, patches and closes the file):
 
