@@ -79,13 +79,14 @@ static void assert_content_intact(int fd) {
         free(buf);
 }
 
-/* Holes must be exactly the zero runs that lie below limit. */
+/* Holes must be exactly the parts of the zero runs that lie below limit (a
+ * long run is punched piece by piece as the scan goes). */
 static void assert_holes_below(int fd, uint64_t limit) {
         uint64_t pos = 0;
         ExtentList want = {}, got = {};
 
-        for (uint64_t s = 0; s + RUN_LENGTH <= limit; s += RUN_EVERY)
-                extent_list_add(&want, s, RUN_LENGTH);
+        for (uint64_t s = 0; s < limit; s += RUN_EVERY)
+                extent_list_add(&want, s, MIN(RUN_LENGTH, limit - s));
         while (pos < FILE_SIZE) {
                 off_t h = lseek(fd, (off_t) pos, SEEK_HOLE), d;
                 assert_true(h >= 0);
