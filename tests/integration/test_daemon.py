@@ -215,6 +215,27 @@ def test_reload(tmp):
     assert d.alive() and set(d.disks()) == {"b", "c"}
 
 
+def test_reload_drops_disk_mid_pass(tmp):
+    img = make_vhdx(os.path.join(tmp, "big.vhdx"), "1G", [("P", "0", "0", "256M")])
+    copy = os.path.join(tmp, "big.orig.vhdx")
+    shutil.copyfile(img, copy)
+    a, _ = image_with_copy(tmp, "a")
+    d = Daemon(tmp, config(tmp, [("big", img), ("a", a)], reclaim={"ioLimit": "16M"})).start()
+    d.reclaim("big")
+    d.reclaim("a")      # queued behind it (maxParallel=1)
+    wait_for(lambda: d.disk("big")["job_done"] > 0, 10, what="the pass to make progress")
+    assert d.disk("a")["state"] == "queued"
+    # Both dropped by a reload: the running pass stops, the queued one never starts.
+    d.write_config(config(tmp, [], reclaim={"ioLimit": "16M"}))
+    d.call("Reload")
+    assert d.disks() == {}
+    wait_for(lambda: d.call("ListJobs") == [[]], 5, what="the jobs to end")
+    h = d.history()
+    assert len(h) == 1 and h[0]["name"] == "big" and "cancelled" in h[0]["message"], h
+    assert_same_content(img, copy)
+    assert d.stop() < 2
+
+
 def test_sigterm_during_pass(tmp):
     img = make_vhdx(os.path.join(tmp, "big.vhdx"), "1G",
                     [("P", "0x11", 0, "8M"), ("P", "0", "8M", "256M"), ("P", "0x22", "264M", "8M")])
@@ -363,5 +384,5 @@ if __name__ == "__main__":
     main([test_status_matches_qemu_img_and_stat, test_reclaim_via_busctl, test_unknown_and_bad_arguments,
           test_state_survives_restart_and_missed_interval_runs, test_corrupt_state_is_ignored,
           test_idle_trigger, test_idle_trigger_reopened_is_not_touched, test_reload,
-          test_sigterm_during_pass, test_max_pass_time_then_resume, test_watch_folder,
+          test_reload_drops_disk_mid_pass, test_sigterm_during_pass, test_max_pass_time_then_resume, test_watch_folder,
           test_deleted_mid_pass, test_set_sparse, test_permissions, test_admin_group])
