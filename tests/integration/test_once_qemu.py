@@ -34,6 +34,9 @@ Structures keep every byte: non-zero bytes in the header area's gaps, a
 clean log, the BAT and metadata regions past what is used, and an unknown
 optional region stay, while the zero runs around them go.
 
+A differencing disk (made from a qemu one with vhdxtool): its PARTIALLY_PRESENT
+block stays whole, its sector bitmap block keeps its bits.
+
 Also: the JSON fields of DESIGN.md with their types, exit codes 0/1/2, and
 several images in one call (one line each, in order).
 
@@ -44,6 +47,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import subprocess
 import uuid
 
@@ -398,6 +402,81 @@ def test_structures(work):
     os.unlink(before)
 
 
+# ---------------------------------------------------------------- a differencing disk
+
+VHDX_PARENT_LOCATOR_TYPE = uuid.UUID("b04aefb7-d19e-4a81-b789-25b8e9445913")
+
+
+def parent_locator(entries):
+    """A Parent Locator item: header, key/value entries, UTF-16LE strings."""
+    head = VHDX_PARENT_LOCATOR_TYPE.bytes_le + struct.pack("<HH", 0, len(entries))
+    table, strings = b"", b""
+    base = len(head) + 12 * len(entries)
+    for key, value in entries:
+        k, v = key.encode("utf-16-le"), value.encode("utf-16-le")
+        table += struct.pack("<IIHH", base + len(strings), base + len(strings) + len(k), len(k), len(v))
+        strings += k + v
+    return head + table + strings
+
+
+def test_differencing(work):
+    """qemu 7.2 cannot make a differencing VHDX; vhdxtool turns a qemu-made
+    disk into one (HasParent, a Parent Locator, a present sector bitmap
+    block, a PARTIALLY_PRESENT block). Its zero runs may go from FULLY_PRESENT
+    blocks and from the sector bitmap block; the PARTIALLY_PRESENT block, whose
+    zeros may mean "read the parent", must stay whole."""
+    path = os.path.join(work, "child.vhdx")
+    make_image(path, "vhdx", 1 * MiB, 64 * MiB)
+    v = vhdxtool.Vhdx.open(path)
+    partial = 1                                       # block 1: 0x5a and zero runs of AREA_A
+    partial_range = (v.block_file_offset(partial), v.block_size)
+    bitmap_at = [r for r in v.stale_ranges() if r[0] % MiB == 0 and r[1] >= MiB][0][0]
+    block_size, flags = struct.unpack("<II", v.item_data(vhdxtool.FILE_PARAMETERS, 8))
+    vhdxtool.set_metadata_item_data(path, vhdxtool.FILE_PARAMETERS, struct.pack("<II", block_size, flags | 2))
+    vhdxtool.add_metadata_entry(path, vhdxtool.PARENT_LOCATOR, parent_locator([
+        ("parent_linkage", "{" + str(uuid.UUID("6b1f3e2a-1111-4222-8333-944455556666")) + "}"),
+        ("relative_path", ".\\parent.vhdx")]), is_required=True)
+    d = vhdxtool.Vhdx.open(path)
+    t.check(d.has_parent and d.bat_entries == d.chunk_ratio + 1, "differencing: HasParent set, the BAT has its bitmap entry")
+    vhdxtool.set_bat_entry(path, d.bat_index(partial),
+                           vhdxtool.bat_entry(vhdxtool.PAYLOAD_PARTIALLY_PRESENT, partial_range[0]))
+    vhdxtool.set_bat_entry(path, d.chunk_ratio, vhdxtool.bat_entry(vhdxtool.SB_PRESENT, bitmap_at))
+    vhdxtool.write_at(path, bitmap_at, b"\xff" * (4 * KiB))
+    vhdxtool.write_at(path, bitmap_at + 512 * KiB, b"\x0f" * (4 * KiB))
+    vhdxtool.write_at(path, bitmap_at + 4 * KiB, bytes(256 * KiB))      # zero data in the bitmap block
+    partial_data = vhdxtool.intersect(vhdxtool.data_extents(path), [partial_range])
+    t.check(any(vhdxtool.read_at(path, o, n).count(0) > 64 * KiB for o, n in partial_data),
+            "differencing: the PARTIALLY_PRESENT block holds zero runs a pass could punch")
+
+    p = oncetest.run([oncetest.binary(), "--inspect", path])
+    t.check(p.returncode == 0 and "differencing" in p.stdout and "PARTIALLY_PRESENT" in p.stdout,
+            f"differencing: --inspect reads it as one ({p.stderr.strip()})")
+    exp = Expected(path, "vhdx", 64 * KiB)
+    t.check(not vhdxtool.intersect(exp.zero_runs + exp.stale, [partial_range]),
+            "differencing: nothing of the PARTIALLY_PRESENT block is expected to go")
+    live = vhdxtool.Vhdx.open(path).live_ranges()
+    live_before = [vhdxtool.read_at(path, o, n) for o, n in live]
+    run = oncetest.run_once(path, "--discard=safe")
+    rep = run.report
+    t.check(run.rc == 0 and rep.get("result") == "success", f"differencing --discard=safe: success: {run}")
+    t.equal((rep.get("zero_bytes"), rep.get("stale_bytes")), (exp.zero_bytes, exp.stale_bytes),
+            "differencing: (zero_bytes, stale_bytes) as expected")
+    holes = vhdxtool.hole_extents(path)
+    t.check(holes == exp.holes_after, "differencing: the holes are exactly the old ones plus the expected runs")
+    t.equal(vhdxtool.intersect(vhdxtool.data_extents(path), [partial_range]), partial_data,
+            "differencing: the PARTIALLY_PRESENT block is whole")
+    t.check(vhdxtool.read_at(path, bitmap_at, 4 * KiB) == b"\xff" * (4 * KiB) and
+            vhdxtool.read_at(path, bitmap_at + 512 * KiB, 4 * KiB) == b"\x0f" * (4 * KiB) and
+            not vhdxtool.intersect(holes, [(bitmap_at, 4 * KiB), (bitmap_at + 512 * KiB, 4 * KiB)]),
+            "differencing: the sector bitmap's bits are still there, as data")
+    t.check([vhdxtool.read_at(path, o, n) for o, n in live] == live_before,
+            "differencing: every byte of every structure and block reads the same")
+    run = oncetest.run_once(path, "--discard=free")
+    t.check(run.rc == 0 and run.report.get("result") == "skipped-differencing",
+            f"differencing --discard=free, nothing left for the safe tiers: skipped-differencing: {run}")
+    os.unlink(path)
+
+
 # ---------------------------------------------------------------- JSON, exit codes, several images
 
 def test_cli(work):
@@ -471,6 +550,7 @@ def main():
     try:
         test_images(work)
         test_structures(work)
+        test_differencing(work)
         test_cli(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
