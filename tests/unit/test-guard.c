@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -27,7 +28,6 @@
 #define RUN_LENGTH (1 * MiB)
 
 typedef struct TestFile {
-        char dir[256];
         char path[300];
         int fd;
 } TestFile;
@@ -40,15 +40,13 @@ static uint8_t expected_byte(uint64_t off) {
         return (uint8_t) ((x >> 56) | 1);
 }
 
-static void test_file_make(TestFile *f) {
-        const char *tmp = getenv("TMPDIR") ?: "/var/tmp";
+/* dir: the group's scratch directory, removed with all in it at the end. */
+static void test_file_make(const char *dir, TestFile *f) {
         uint8_t *buf = malloc(MiB);
 
         assert_non_null(buf);
-        snprintf(f->dir, sizeof f->dir, "%s/test-guard-XXXXXX", tmp);
-        assert_non_null(mkdtemp(f->dir));
-        snprintf(f->path, sizeof f->path, "%s/image", f->dir);
-        f->fd = open(f->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        snprintf(f->path, sizeof f->path, "%s/image-XXXXXX", dir);
+        f->fd = mkostemp(f->path, O_CLOEXEC);
         assert_true(f->fd >= 0);
         for (uint64_t off = 0; off < FILE_SIZE; off += MiB) {
                 for (uint64_t i = 0; i < MiB; i++)
@@ -63,7 +61,6 @@ static void test_file_done(TestFile *f) {
         if (f->fd >= 0)
                 close(f->fd);
         unlink(f->path);
-        rmdir(f->dir);
 }
 
 static void assert_content_intact(int fd) {
@@ -220,7 +217,7 @@ static void test_acquire_and_release(void **state) {
         struct sigaction sa;
         TestFile f;
 
-        test_file_make(&f);
+        test_file_make(*state, &f);
         assert_int_equal(guard_acquire(f.fd), 0);
         assert_false(guard_lease_broken(f.fd));
         assert_int_equal(fcntl(f.fd, F_GETLEASE), F_WRLCK);
@@ -242,7 +239,7 @@ static void test_file_open_elsewhere_is_busy(void **state) {
         TestFile f;
         int other;
 
-        test_file_make(&f);
+        test_file_make(*state, &f);
         holder_start(&h, f.path, O_RDONLY);
         assert_int_equal(guard_acquire(f.fd), -EBUSY);
         holder_finish(&h);
@@ -270,7 +267,7 @@ static void test_not_owner_without_cap_lease(void **state) {
 
         if (geteuid() != 0)
                 skip();
-        test_file_make(&f);
+        test_file_make(*state, &f);
         pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
@@ -292,7 +289,7 @@ static void test_own_sigio_handler_is_left_alone(void **state) {
         struct sigaction mine = { .sa_handler = on_sigio }, old, now;
         TestFile f;
 
-        test_file_make(&f);
+        test_file_make(*state, &f);
         assert_int_equal(sigaction(SIGIO, &mine, &old), 0);
         assert_int_equal(guard_acquire(f.fd), 0);
         assert_int_equal(sigaction(SIGIO, NULL, &now), 0);
@@ -311,7 +308,7 @@ static int lease_check(void *userdata) {
 /* The scan runs paced (4 s for the whole file); someone opens the file after
  * 200 ms. The scan must stop with -EINTR, we release, and their open() must
  * return within a second. */
-static void break_during_scan(int open_flags, const char *what) {
+static void break_during_scan(const char *dir, int open_flags, const char *what) {
         ScanControl c = {
                 .min_hole = 64 * KiB,
                 .align = 4096,
@@ -325,7 +322,7 @@ static void break_during_scan(int open_flags, const char *what) {
         Opener o;
         int k;
 
-        test_file_make(&f);
+        test_file_make(dir, &f);
         opener_start(&o, f.path, open_flags);
         c.userdata = &f.fd;
         extent_list_add(&l, 0, FILE_SIZE);
@@ -353,11 +350,43 @@ static void break_during_scan(int open_flags, const char *what) {
 }
 
 static void test_writer_breaks_lease_during_scan(void **state) {
-        break_during_scan(O_RDWR, "O_RDWR");
+        break_during_scan(*state, O_RDWR, "O_RDWR");
 }
 
 static void test_reader_breaks_lease_during_scan(void **state) {
-        break_during_scan(O_RDONLY, "O_RDONLY");
+        break_during_scan(*state, O_RDONLY, "O_RDONLY");
+}
+
+/* A scratch directory for the whole group: the teardown runs even after a
+ * failed test, so nothing is left behind. */
+static int scratch_setup(void **state) {
+        const char *tmp = getenv("TMPDIR") ?: "/var/tmp";
+        char *dir;
+
+        if (asprintf(&dir, "%s/test-guard-XXXXXX", tmp) < 0)
+                return -1;
+        if (!mkdtemp(dir)) {
+                free(dir);
+                return -1;
+        }
+        *state = dir;
+        return 0;
+}
+
+static int scratch_teardown(void **state) {
+        char *dir = *state;
+        struct dirent *de;
+        DIR *d = opendir(dir);
+
+        if (d) {
+                while ((de = readdir(d)))
+                        if (de->d_name[0] != '.')
+                                (void) unlinkat(dirfd(d), de->d_name, 0);
+                closedir(d);
+        }
+        rmdir(dir);
+        free(dir);
+        return 0;
 }
 
 int main(void) {
@@ -369,5 +398,5 @@ int main(void) {
                 cmocka_unit_test(test_writer_breaks_lease_during_scan),
                 cmocka_unit_test(test_reader_breaks_lease_during_scan),
         };
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);
 }

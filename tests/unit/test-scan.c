@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -39,7 +40,6 @@ typedef struct Seg {
 } Seg;
 
 typedef struct TestFile {
-        char dir[256];
         char path[300];
         int fd;
         uint64_t size;
@@ -58,14 +58,12 @@ static uint64_t segs_size(const Seg *segs, size_t n) {
         return t;
 }
 
-static void test_file_make(TestFile *f, const Seg *segs, size_t n) {
-        const char *tmp = getenv("TMPDIR") ?: "/var/tmp";
+/* dir: the group's scratch directory, removed with all in it at the end. */
+static void test_file_make(const char *dir, TestFile *f, const Seg *segs, size_t n) {
         uint64_t off = 0;
 
-        snprintf(f->dir, sizeof f->dir, "%s/test-scan-XXXXXX", tmp);
-        assert_non_null(mkdtemp(f->dir));
-        snprintf(f->path, sizeof f->path, "%s/image", f->dir);
-        f->fd = open(f->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        snprintf(f->path, sizeof f->path, "%s/image-XXXXXX", dir);
+        f->fd = mkostemp(f->path, O_CLOEXEC);
         assert_true(f->fd >= 0);
         f->size = segs_size(segs, n);
         assert_int_equal(ftruncate(f->fd, (off_t) f->size), 0);
@@ -91,7 +89,6 @@ static void test_file_make(TestFile *f, const Seg *segs, size_t n) {
 static void test_file_done(TestFile *f) {
         close(f->fd);
         unlink(f->path);
-        rmdir(f->dir);
         free(f->expected);
 }
 
@@ -188,7 +185,7 @@ static void test_runs_of_many_sizes(void **state) {
         ScanResult r;
         TestFile f;
 
-        test_file_make(&f, many_sizes, ELEMENTSOF(many_sizes));
+        test_file_make(*state, &f, many_sizes, ELEMENTSOF(many_sizes));
         assert_holes(f.fd, f.size, NULL, 0);
         assert_int_equal(scan_whole(&f, &c, &r), 0);
         assert_holes(f.fd, f.size, many_sizes_holes, ELEMENTSOF(many_sizes_holes));
@@ -204,7 +201,7 @@ static void test_dry_run_punches_nothing_and_counts_the_same(void **state) {
         ScanResult dry, real;
         TestFile f;
 
-        test_file_make(&f, many_sizes, ELEMENTSOF(many_sizes));
+        test_file_make(*state, &f, many_sizes, ELEMENTSOF(many_sizes));
         c.dry_run = true;
         assert_int_equal(scan_whole(&f, &c, &dry), 0);
         assert_holes(f.fd, f.size, NULL, 0);
@@ -231,7 +228,7 @@ static void test_zero_runs_at_file_start_and_unaligned_end(void **state) {
         ScanResult r;
         TestFile f;
 
-        test_file_make(&f, segs, ELEMENTSOF(segs));
+        test_file_make(*state, &f, segs, ELEMENTSOF(segs));
         assert_int_equal(scan_whole(&f, &c, &r), 0);
         assert_holes(f.fd, f.size, want, ELEMENTSOF(want));
         assert_int_equal(r.punched, 228 * KiB);
@@ -272,7 +269,7 @@ static void test_existing_holes_are_skipped_and_merged(void **state) {
         ScanResult r;
         TestFile f;
 
-        test_file_make(&f, segs, ELEMENTSOF(segs));
+        test_file_make(*state, &f, segs, ELEMENTSOF(segs));
         assert_holes(f.fd, f.size, before, ELEMENTSOF(before));
         assert_int_equal(scan_allocated_bytes(f.fd, 0, f.size, &allocated), 0);
         assert_int_equal(allocated, f.size - (1 * MiB + 256 * KiB + 128 * KiB + 4 * KiB));
@@ -309,7 +306,7 @@ static void test_touching_and_separate_ranges(void **state) {
         ScanResult r;
         TestFile f;
 
-        test_file_make(&f, ranges_layout, ELEMENTSOF(ranges_layout));
+        test_file_make(*state, &f, ranges_layout, ELEMENTSOF(ranges_layout));
         /* Not normalized on purpose: the first two touch. The last two do not,
          * and cut the 64K run at 704K into two short pieces. */
         l.items = (Extent[]) {
@@ -333,7 +330,7 @@ static void test_overlapping_ranges_and_bad_align_are_refused(void **state) {
         ScanResult r;
         TestFile f;
 
-        test_file_make(&f, ranges_layout, ELEMENTSOF(ranges_layout));
+        test_file_make(*state, &f, ranges_layout, ELEMENTSOF(ranges_layout));
         l.items = (Extent[]) { { 0, 200 * KiB }, { 100 * KiB, 200 * KiB } };
         l.n = l.allocated = 2;
         assert_int_equal(scan_punch_zero_runs(f.fd, &l, &c, &r), -EINVAL);
@@ -375,7 +372,7 @@ static size_t straddle_layout(Seg *segs, ExtentList *holes) {
         return n;
 }
 
-static void straddle_check(uint64_t io_limit) {
+static void straddle_check(const char *dir, uint64_t io_limit) {
         ScanControl c = control_default();
         ExtentList want = {};
         Seg segs[256];
@@ -385,7 +382,7 @@ static void straddle_check(uint64_t io_limit) {
 
         n = straddle_layout(segs, &want);
         assert_true(n < ELEMENTSOF(segs));
-        test_file_make(&f, segs, n);
+        test_file_make(dir, &f, segs, n);
         c.io_limit = io_limit;
         assert_int_equal(scan_whole(&f, &c, &r), 0);
         assert_holes(f.fd, f.size, want.items, want.n);
@@ -396,9 +393,9 @@ static void straddle_check(uint64_t io_limit) {
 }
 
 static void test_runs_straddling_chunk_boundaries(void **state) {
-        straddle_check(0);
+        straddle_check(*state, 0);
         /* io_limit caps a read at 50 ms of bandwidth: 4.8 MiB, not a power of two. */
-        straddle_check(96 * MiB);
+        straddle_check(*state, 96 * MiB);
 }
 
 static uint64_t vm_size(void) {
@@ -430,7 +427,7 @@ static void test_read_path_when_mapping_fails(void **state) {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
         skip();         /* sanitizers reserve terabytes of address space */
 #endif
-        test_file_make(&f, segs, straddle_layout(segs, &want));
+        test_file_make(*state, &f, segs, straddle_layout(segs, &want));
         assert_int_equal(pipe2(p, O_CLOEXEC), 0);
         pid = fork();
         assert_true(pid >= 0);
@@ -504,7 +501,7 @@ static void test_io_limit_paces_reads(void **state) {
         TestFile f;
         double elapsed;
 
-        test_file_make(&f, segs, ELEMENTSOF(segs));
+        test_file_make(*state, &f, segs, ELEMENTSOF(segs));
         c.io_limit = 100 * MiB;
         c.check = counter_check;
         c.progress = counter_progress;
@@ -551,7 +548,7 @@ static void test_cancel_stops_and_resumes(void **state) {
         size_t n;
 
         n = cancel_layout(segs, &want);
-        test_file_make(&f, segs, n);
+        test_file_make(*state, &f, segs, n);
         c.check = counter_check;
         c.progress = counter_progress;
         c.userdata = &k;
@@ -597,7 +594,7 @@ static void test_punch_failure_stops_with_nothing_half_done(void **state) {
         ScanResult r;
         TestFile f;
 
-        test_file_make(&f, many_sizes, ELEMENTSOF(many_sizes));
+        test_file_make(*state, &f, many_sizes, ELEMENTSOF(many_sizes));
         /* fallocate() on a read-only descriptor fails like a host file system
          * that cannot punch would, at the first run worth punching. */
         ro = open(f.path, O_RDONLY | O_CLOEXEC);
@@ -642,7 +639,7 @@ static void test_stale_ranges(void **state) {
         ScanResult dry, r;
         TestFile f;
 
-        test_file_make(&f, stale_layout, ELEMENTSOF(stale_layout));
+        test_file_make(*state, &f, stale_layout, ELEMENTSOF(stale_layout));
         c.check = counter_check;
         c.progress = counter_progress;
         c.userdata = &k;
@@ -673,7 +670,7 @@ static void test_stale_cancel(void **state) {
         ScanResult r;
         TestFile f;
 
-        test_file_make(&f, stale_layout, ELEMENTSOF(stale_layout));
+        test_file_make(*state, &f, stale_layout, ELEMENTSOF(stale_layout));
         c.check = counter_check;
         c.progress = counter_progress;
         c.userdata = &k;
@@ -684,6 +681,38 @@ static void test_stale_cancel(void **state) {
         assert_holes(f.fd, f.size, (const Extent[]) { { 1 * MiB, 1 * MiB } }, 1);
         extent_list_done(&l);
         test_file_done(&f);
+}
+
+/* A scratch directory for the whole group: the teardown runs even after a
+ * failed test, so nothing is left behind. */
+static int scratch_setup(void **state) {
+        const char *tmp = getenv("TMPDIR") ?: "/var/tmp";
+        char *dir;
+
+        if (asprintf(&dir, "%s/test-scan-XXXXXX", tmp) < 0)
+                return -1;
+        if (!mkdtemp(dir)) {
+                free(dir);
+                return -1;
+        }
+        *state = dir;
+        return 0;
+}
+
+static int scratch_teardown(void **state) {
+        char *dir = *state;
+        struct dirent *de;
+        DIR *d = opendir(dir);
+
+        if (d) {
+                while ((de = readdir(d)))
+                        if (de->d_name[0] != '.')
+                                (void) unlinkat(dirfd(d), de->d_name, 0);
+                closedir(d);
+        }
+        rmdir(dir);
+        free(dir);
+        return 0;
 }
 
 int main(void) {
@@ -702,5 +731,5 @@ int main(void) {
                 cmocka_unit_test(test_stale_ranges),
                 cmocka_unit_test(test_stale_cancel),
         };
-        return cmocka_run_group_tests(tests, NULL, NULL);
+        return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);
 }
