@@ -249,6 +249,8 @@ static void trim_mounts_clear(TrimConfig *t) {
 }
 
 /* "all", "none" (or nothing), or absolute paths separated by blanks. */
+#define BLANKS " \t\n\v\f\r"
+
 static void set_trim_mounts(Parser *p, const char *value) {
         TrimConfig *t = &p->config->trim;
         _cleanup_free_ char *copy = strdup(value);
@@ -260,7 +262,9 @@ static void set_trim_mounts(Parser *p, const char *value) {
         }
 
         trim_mounts_clear(t);
-        for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+        /* Every blank libinih would strip separates: a mount point cannot end
+         * in one, or config_print() could not write it back. */
+        for (char *w = strtok_r(copy, BLANKS, &save); w; w = strtok_r(NULL, BLANKS, &save)) {
                 bool dup = false;
                 char *norm;
 
