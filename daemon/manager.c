@@ -23,10 +23,12 @@
 
 /* MESSAGE_ID of the journal entry that ends every pass, so that
  * `journalctl MESSAGE_ID=ea14c430f41343d68ce827e9f617f432` lists them all.
- * Generated once (a random UUID) for this purpose; never change it. */
+ * Both IDs are random UUIDs (version 4) generated once for this purpose;
+ * never change them. Fields of the pass entry: VHDRECLAIM_DISK,
+ * VHDRECLAIM_RESULT, VHDRECLAIM_RECLAIMED_BYTES, VHDRECLAIM_PATH. */
 #define PASS_END_MESSAGE_ID "ea14c430f41343d68ce827e9f617f432"
 /* ... and of the entry that ends a trim job. */
-#define TRIM_END_MESSAGE_ID "5f0bd2c33a4b4f7e9a61c0e8d2b7a914"
+#define TRIM_END_MESSAGE_ID "78bbddae6f2d420fb6b6d168153a75d0"
 
 uint64_t usec_now(clockid_t clock) {
         struct timespec ts;

@@ -7,6 +7,7 @@ while other clients send garbage, stall mid-handshake or mid-message, vanish
 mid-call or never read; the daemon stays alive and answers."""
 
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -14,7 +15,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from daemonlib import Daemon, config, main, make_vhdx, require_tools, standard_image, wait_for
+from daemonlib import (Daemon, assert_same_content, config, main, make_vhdx, require_tools, standard_image,
+                       wait_for)
 
 
 def _pad(buf, n):
@@ -179,6 +181,8 @@ def test_introspect_and_call(tmp):
 
 def test_job_signals(tmp):
     img = make_vhdx(os.path.join(tmp, "big.vhdx"), "1G", [("P", "0", "0", "96M")])
+    copy = os.path.join(tmp, "big.orig.vhdx")
+    shutil.copyfile(img, copy)
     d = Daemon(tmp, config(tmp, [("big", img)], reclaim={"ioLimit": "48M"})).start()
     # Two listeners; one of them calls Reclaim. Both see the progress and the end.
     listeners = []
@@ -210,6 +214,7 @@ def test_job_signals(tmp):
         if s is listeners[0]:
             assert reply is not None and len(reply) == 4 + 4 + 8, reply    # at: one job id
         s.close()
+    assert_same_content(img, copy)
 
 
 def garbage_clients(sock_path, stop):

@@ -128,6 +128,7 @@ def test_state_survives_restart_and_missed_interval_runs(tmp):
     z = d.wait_passes("a", 2, timeout=5)
     assert z["last_pass"] >= t0 * 10**6 - 10**6 and z["last_pass"] < (t0 + 2) * 10**6, (t0, z)
     assert d.stop() < 2
+    assert_same_content(a, copy)
 
 
 def test_corrupt_state_is_ignored(tmp):
@@ -295,9 +296,12 @@ def test_watch_folder(tmp):
     # Copied in: the writer's close starts the idle pass of the new image.
     shutil.copyfile(os.path.join(folder, "robert.vhdx"), os.path.join(folder, "carol.vhdx"))
     wait_for(lambda: "profiles/carol.vhdx" in d.disks(), 5, what="carol to be picked up")
+    robert = os.path.join(folder, "robert.vhdx")
+    shutil.copyfile(robert, os.path.join(tmp, "robert.orig"))
     d.reclaim("profiles/robert.vhdx")
     x = d.wait_passes("profiles/robert.vhdx", 1)
     assert x["last_result"] == "success", x
+    assert_same_content(robert, os.path.join(tmp, "robert.orig"))
     assert d.alive()
 
 

@@ -8,13 +8,15 @@ given."""
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
 
-from daemonlib import (Daemon, config, main, make_vhdx, require_tools, skip, standard_image, wait_for)
+from daemonlib import (Daemon, assert_same_content, config, main, make_vhdx, require_tools, skip, standard_image,
+                       wait_for)
 
 
 class NotifyListener:
@@ -52,6 +54,8 @@ class NotifyListener:
 
 def test_notify_sequence(tmp):
     img = make_vhdx(os.path.join(tmp, "big.vhdx"), "1G", [("P", "0", "0", "128M")])
+    copy = os.path.join(tmp, "big.orig.vhdx")
+    shutil.copyfile(img, copy)
     listener = NotifyListener(os.path.join(tmp, "notify"))
     env = dict(os.environ, NOTIFY_SOCKET=os.path.join(tmp, "notify"), WATCHDOG_USEC="400000")
     env.pop("WATCHDOG_PID", None)
@@ -72,6 +76,7 @@ def test_notify_sequence(tmp):
         wait_for(lambda: listener.index(lambda m: re.match(r"STATUS=reclaiming big: \d+%", m)) >= 0, 10,
                  what="the reclaiming status")
         d.wait_passes("big", 1, timeout=30)
+        assert_same_content(img, copy)
         # Reload: RELOADING=1 and MONOTONIC_USEC in one datagram, then READY=1.
         before = time.clock_gettime(time.CLOCK_MONOTONIC)
         d.call("Reload")
@@ -99,6 +104,8 @@ def test_notify_sequence(tmp):
 
 def test_socket_activation(tmp):
     img = standard_image(os.path.join(tmp, "a.vhdx"))
+    copy = os.path.join(tmp, "a.orig.vhdx")
+    shutil.copyfile(img, copy)
     d = Daemon(tmp, config(tmp, [("a", img)]))
     activator = subprocess.Popen(["systemd-socket-activate", "-l", d.sock, os.environ["VHDRECLAIMD"], "-c",
                                   d.conf, "--state-dir", d.state, "--socket", d.sock],
@@ -110,6 +117,7 @@ def test_socket_activation(tmp):
         assert [x[0] for x in data[0]] == ["a"], data
         assert d.call("Reclaim", "asbbs", 1, "a", "false", "false", "")[0]
         d.wait_passes("a", 1)
+        assert_same_content(img, copy)
     finally:
         activator.send_signal(signal.SIGTERM)
         try:
@@ -124,6 +132,6 @@ def test_socket_activation(tmp):
 
 if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl")
-    if not __import__("shutil").which("systemd-socket-activate"):
+    if not shutil.which("systemd-socket-activate"):
         skip("systemd-socket-activate is not installed")
     main([test_notify_sequence, test_socket_activation])
