@@ -13,7 +13,12 @@ would get from `meson install`:
   below util-linux's fstrim.service (7.0) as the issue demands, and at or
   below what the units reach today (EXPOSURE_LIMIT).
 - the sysusers.d file creates group vhdreclaim (systemd-sysusers --root).
-- the man pages render with `man --warnings` without a warning.
+- the man pages render with `man --warnings` without a warning, and say
+  what the binaries do: every option, command and exit status of
+  `vhdreclaimd --help` and `vhdreclaimctl --help` is in its page, and every
+  key of every section that `vhdreclaimd --check-config` prints is in
+  vhdreclaim.conf(5) with the default it really has (the value the page
+  gives, fed back to --check-config, comes out as the default does).
 
 Needs root (mount namespace, overlayfs); skips (77) without, fails in CI.
 """
@@ -119,6 +124,86 @@ def check_man_pages(dest, mandir):
               f"{page} renders without warnings")
 
 
+def render(path):
+    out = run(["man", "-l", path],
+              env=dict(os.environ, MANWIDTH="250", LC_ALL="C.UTF-8", MAN_DISABLE_SECCOMP="1"))
+    return out.stdout
+
+
+def man_section(text, title):
+    """The text of one section (a heading at the start of a line) of a page."""
+    m = re.search(r"^" + re.escape(title) + r"\n(.*?)(?=^\S|\Z)", text, re.M | re.S)
+    return m.group(1) if m else ""
+
+
+def help_text(binary):
+    return run([binary, "--help"], check=True).stdout
+
+
+def check_options_documented(page, binary, text):
+    usage = help_text(binary)
+    options = sorted(set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-[a-z])\b", usage)))
+    missing = [o for o in options if not re.search(r"(?<![\w-])" + re.escape(o) + r"(?![\w-])", text)]
+    check(not missing, f"{page} documents every option of --help ({len(options)}): missing {missing}")
+    exits = man_section(text, "EXIT STATUS")
+    codes = sorted(set(re.findall(r"^\s+(\d)\s", usage.split("xit status:")[1], re.M) +
+                       re.findall(r"(?<![\w-])(\d) (?=[a-z])", usage.split("xit status:")[1])))
+    missing = [c for c in codes if not re.search(r"^\s+" + c + r"\s", exits, re.M)]
+    check(codes and not missing, f"{page} documents every exit status of --help {codes}: missing {missing}")
+    return usage
+
+
+def check_ctl_commands_documented(text, usage):
+    block = usage.split("Commands:")[1].split("Options:")[0]
+    commands = re.findall(r"^  ([a-z][a-z-]*)", block, re.M)
+    section = man_section(text, "COMMANDS")
+    missing = [c for c in commands if not re.search(r"^\s+" + re.escape(c) + r"\b", section, re.M)]
+    check(len(commands) >= 9 and not missing,
+          f"vhdreclaimctl.8 documents every command of --help ({len(commands)}): missing {missing}")
+
+
+def check_config(daemon, scratch, body):
+    """The sections and keys --check-config prints for a file, with values."""
+    path = os.path.join(scratch, "check.conf")
+    with open(path, "w") as f:
+        f.write(body)
+    out = run([daemon, "--check-config", "-c", path])
+    values, section = {}, None
+    for line in out.stdout.splitlines():
+        if m := re.fullmatch(r"\[(\w+)\]", line):
+            section = m.group(1)
+        elif m := re.fullmatch(r"(\w+)=(.*)", line):
+            values[(section, m.group(1))] = m.group(2)
+    return values, out.stderr
+
+
+def check_config_keys_documented(text, daemon, scratch):
+    defaults, _ = check_config(daemon, scratch, "")
+    check(len(defaults) >= 15, f"--check-config prints the defaults ({len(defaults)} keys)")
+    for (section, key), default in sorted(defaults.items()):
+        body = man_section(text, f"[{section}] SECTION")
+        entry = re.search(r"^\s+" + key + r"=\S*\n(.*?)(?=^\s{1,8}\S|\Z)", body, re.M | re.S)
+        if not check(entry is not None, f"vhdreclaim.conf.5 documents [{section}] {key}="):
+            continue
+        m = re.search(r"Default:\s+(\S+?)\.?(?=\s|$)", entry.group(1))
+        if not check(m is not None, f"vhdreclaim.conf.5 gives the default of [{section}] {key}="):
+            continue
+        shown = m.group(1)
+        values, errors = check_config(daemon, scratch, f"[{section}]\n{key}={shown}\n")
+        check(values.get((section, key)) == default and not errors,
+              f"[{section}] {key}: the page's default {shown!r} is the real one ({default!r})"
+              + (f": {errors.strip()}" if errors else ""))
+
+
+def check_man_contents(dest, mandir, scratch):
+    daemon, ctl = os.environ["VHDRECLAIMD"], os.environ["VHDRECLAIMCTL"]
+    check_options_documented("vhdreclaimd.8", daemon, render(dest + mandir + "/man8/vhdreclaimd.8"))
+    ctl_text = render(dest + mandir + "/man8/vhdreclaimctl.8")
+    usage = check_options_documented("vhdreclaimctl.8", ctl, ctl_text)
+    check_ctl_commands_documented(ctl_text, usage)
+    check_config_keys_documented(render(dest + mandir + "/man5/vhdreclaim.conf.5"), daemon, scratch)
+
+
 def inside_mount_namespace(build_root):
     opts = build_options(build_root)
     mandir = os.path.join(opts["prefix"], opts["mandir"])
@@ -146,6 +231,7 @@ def inside_mount_namespace(build_root):
         check_security(root)
         check_sysusers(dest, sysusersdir, scratch)
         check_man_pages(dest, mandir)
+        check_man_contents(dest, mandir, scratch)
     finally:
         subprocess.run(["umount", "-R", scratch])
         os.rmdir(scratch)
