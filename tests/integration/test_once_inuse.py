@@ -5,8 +5,9 @@
 - Another process holding the image open (read-only or read-write), or
   holding a read lease of its own: the pass is skipped-in-use, exit 0, and
   the image is untouched (sha256, st_blocks). Once it lets go, a pass runs.
-- Another process opening the image mid-pass (a 2 GiB raw image, evicted from
-  the page cache, so the zero tier takes over a second): its open() returns
+- Another process opening the image mid-pass, read-only and read-write (a
+  2 GiB raw image, evicted from the page cache, so that the zero tier takes
+  over a second): its open() returns
   within one second, the pass reports skipped-in-use with "stopped" in the
   message, and the image reads the same as before (sha256 of the content).
 - Leases need the file's owner or CAP_LEASE: as root, the pass is also run as
@@ -52,7 +53,7 @@ for line in sys.stdin:
 OPENER = r"""
 import os, sys, time
 t = time.monotonic()
-fd = os.open(sys.argv[1], os.O_RDONLY)
+fd = os.open(sys.argv[1], os.O_RDWR if sys.argv[2] == "rw" else os.O_RDONLY)
 print(f"{time.monotonic() - t:.3f}", flush=True)
 os.close(fd)
 """
@@ -155,34 +156,51 @@ def lease_holders(path):
     return pids
 
 
+def evict(path):
+    """Drops the file from the page cache, so a pass reads it from the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+
+
+def open_mid_pass(image, opener_mode):
+    """Starts a pass, waits until it holds its lease and is into the zero
+    tier, then opens the image from another process. Returns (the pass's
+    OnceRun, seconds the open took, whether the pass was still running)."""
+    daemon = subprocess.Popen([oncetest.binary(), "--once", "--json", "--discard=safe", image],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while daemon.pid not in lease_holders(image) and daemon.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    t.check(daemon.pid in lease_holders(image), "the pass holds a write lease on the image (/proc/locks)")
+    time.sleep(0.15)     # well into the zero tier
+    still_running = daemon.poll() is None
+    opener = subprocess.run([sys.executable, "-c", OPENER, image, opener_mode],
+                            stdout=subprocess.PIPE, text=True, timeout=120)
+    out, err = daemon.communicate(timeout=120)
+    run = oncetest.OnceRun(subprocess.CompletedProcess(daemon.args, daemon.returncode, out, err))
+    return run, float(opener.stdout.strip() or "inf"), still_running
+
+
 def test_opened_mid_pass(work):
     image = os.path.join(work, "big.raw")
     size = 2 * GiB
     print(f"writing a {size // GiB} GiB raw image ...", flush=True)
     sha = make_big_raw(image, size)
 
-    daemon = subprocess.Popen([oncetest.binary(), "--once", "--json", "--discard=safe", image],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while daemon.pid not in lease_holders(image) and daemon.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    leased = daemon.pid in lease_holders(image)
-    t.check(leased, "the pass holds a write lease on the image (/proc/locks)")
-    time.sleep(0.15)     # well into the zero tier
-    still_running = daemon.poll() is None
-    opener = subprocess.run([sys.executable, "-c", OPENER, image], stdout=subprocess.PIPE, text=True, timeout=120)
-    out, err = daemon.communicate(timeout=120)
-    run = oncetest.OnceRun(subprocess.CompletedProcess(daemon.args, daemon.returncode, out, err))
-    rep = run.report
-    t.check(still_running, "the pass was still running when the other process opened the image "
-                           "(if not, the machine reads faster than this test assumes: use a larger image)")
-    elapsed = float(opener.stdout.strip() or "inf")
-    t.check(elapsed <= 1.0, f"the other process's open() returned within 1 s: {elapsed:.3f} s")
-    t.check(run.rc == 0 and rep.get("result") == "skipped-in-use" and "stopped" in rep.get("message", ""),
-            f"the pass reports it stopped: {run}")
-    t.equal(oncetest.json_fields_problems(rep), [], "stopped pass: JSON fields")
-    print(f"note: the pass had punched {rep.get('zero_bytes')} bytes of zeros before it stopped")
-    t.check(oncetest.sha256(image) == sha, "the image's content is intact (sha256 as written)")
+    for mode in ("ro", "rw"):
+        what = "read-only" if mode == "ro" else "read-write"
+        run, elapsed, still_running = open_mid_pass(image, mode)
+        rep = run.report
+        t.check(still_running, f"opened {what}: the pass was still running when the other process opened the image "
+                               "(if not, the machine reads faster than this test assumes: use a larger image)")
+        t.check(elapsed <= 1.0, f"opened {what}: the other process's open() returned within 1 s: {elapsed:.3f} s")
+        t.check(run.rc == 0 and rep.get("result") == "skipped-in-use" and "stopped" in rep.get("message", ""),
+                f"opened {what}: the pass reports it stopped: {run}")
+        t.equal(oncetest.json_fields_problems(rep), [], f"opened {what}: JSON fields of the stopped pass")
+        print(f"note: the pass had punched {rep.get('zero_bytes')} bytes of zeros before it stopped")
+        t.check(oncetest.sha256(image) == sha, f"opened {what}: the image's content is intact (sha256 as written)")
+        evict(image)
 
     run = oncetest.run_once(image, "--discard=safe")
     t.check(run.rc == 0 and run.report.get("result") in ("success", "nothing-to-do"),
