@@ -13,6 +13,10 @@ would get from `meson install`:
   below util-linux's fstrim.service (7.0) as the issue demands, and at or
   below what the units reach today (EXPOSURE_LIMIT).
 - the sysusers.d file creates group vhdreclaim (systemd-sysusers --root).
+- the binaries are installed and run; the example /etc/vhdreclaim.conf is
+  installed, valid, and its commented-out keys are the real defaults (the
+  file with every key uncommented means what an empty file means); a second
+  `meson install` keeps an administrator's edited file.
 - the man pages render with `man --warnings` without a warning, and say
   what the binaries do: every option, command and exit status of
   `vhdreclaimd --help` and `vhdreclaimctl --help` is in its page, and every
@@ -204,6 +208,52 @@ def check_man_contents(dest, mandir, scratch):
     check_config_keys_documented(render(dest + mandir + "/man5/vhdreclaim.conf.5"), daemon, scratch)
 
 
+def uncommented(example):
+    """The example configuration with the commented-out keys of its real
+    sections uncommented (the commented-out [disk.*] and [watch.*] examples
+    stay comments)."""
+    lines, real = [], False
+    for line in example.splitlines():
+        if line.startswith("["):
+            real = True
+        elif line.startswith("#["):
+            real = False
+        elif real and re.fullmatch(r"#\w+=.*", line):
+            line = line[1:]
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def check_install(build_root, dest, opts, scratch):
+    prefix = opts["prefix"]
+    daemon = dest + os.path.join(prefix, opts["sbindir"], "vhdreclaimd")
+    ctl = dest + os.path.join(prefix, opts["bindir"], "vhdreclaimctl")
+    for binary in (daemon, ctl):
+        out = run([binary, "--help"]) if os.access(binary, os.X_OK) else None
+        check(out is not None and out.returncode == 0, f"{binary[len(dest):]} installed and runs")
+    conf = dest + os.path.join(prefix, opts["sysconfdir"], "vhdreclaim.conf")
+    if not check(os.path.isfile(conf), f"{conf[len(dest):]} installed"):
+        return
+    with open(conf) as f:
+        example = f.read()
+    defaults, _ = check_config(daemon, scratch, "")
+    out = run([daemon, "--check-config", "-c", conf])
+    check(out.returncode == 0 and out.stderr == "",
+          f"the installed example configuration is valid, without warnings: {out.stderr.strip()}")
+    values, errors = check_config(daemon, scratch, uncommented(example))
+    keys = sum(1 for line in uncommented(example).splitlines() if re.fullmatch(r"\w+=.*", line))
+    check(keys == len(defaults) and values == defaults and not errors,
+          f"every key of the example ({keys}), uncommented, is its default "
+          f"({sorted(set(values.items()) ^ set(defaults.items()))} {errors.strip()})")
+    # An administrator's file survives the next install.
+    with open(conf, "a") as f:
+        f.write("[disk.kept]\npath=/srv/kept.vhdx\n")
+    out = run(["meson", "install", "-C", build_root, "--destdir", dest, "--no-rebuild", "--quiet"])
+    with open(conf) as f:
+        check(out.returncode == 0 and f.read().endswith("path=/srv/kept.vhdx\n"),
+              "a second meson install keeps the edited configuration")
+
+
 def inside_mount_namespace(build_root):
     opts = build_options(build_root)
     mandir = os.path.join(opts["prefix"], opts["mandir"])
@@ -225,6 +275,7 @@ def inside_mount_namespace(build_root):
             return
         for unit in UNITS:
             check(os.path.isfile(dest + unitdir + "/" + unit), f"{unitdir}/{unit} installed")
+        check_install(build_root, dest, opts, scratch)
         subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={dest}:/", root],
                        check=True)
         verify_units(root, mandir)
