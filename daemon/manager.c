@@ -73,6 +73,7 @@ static Disk *disk_free(Disk *d) {
         disk_record_done(&d->record);
         free(d->name);
         free(d->path);
+        free(d->real_path);
         free(d->origin);
         free(d);
         return NULL;
@@ -94,6 +95,8 @@ void disk_probe(Disk *d) {
                 return;
         }
         d->missing = false;
+        free(d->real_path);
+        d->real_path = realpath(d->path, NULL);
         r = image_open(fd, &img, &error);
         if (r >= 0) {
                 d->record.format = (int) img->format;
@@ -139,6 +142,7 @@ int manager_add_disk(Manager *m, const char *name, const char *path, const char 
                 disk_free(d);
                 return -ENOMEM;
         }
+        d->real_path = realpath(path, NULL);
         r = state_load_disk(m->state_dir_fd, name, &d->record);
         if (r == -EBADMSG)
                 log_warning("%s: its state file is malformed, starting afresh", name);
@@ -307,6 +311,22 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
         watch_disarm_idle(d);
 }
 
+/* "/ /home": a trim job's target as ListJobs shows it. */
+static char *join_mount_paths(const TrimMount *tm, size_t n) {
+        size_t len = 1;
+        char *s;
+
+        for (size_t i = 0; i < n; i++)
+                len += strlen(tm[i].path) + 1;
+        s = calloc(1, len);
+        for (size_t i = 0; s && i < n; i++) {
+                if (i > 0)
+                        strcat(s, " ");
+                strcat(s, tm[i].path);
+        }
+        return s;
+}
+
 int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, Job **ret) {
         const TrimConfig *t = &m->config->trim;
         TrimMount *tm = NULL;
@@ -337,18 +357,7 @@ int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, Job
                      .trim_mounts = tm, .n_trim_mounts = n, .trim_chunk = t->chunk,
                      .trim_pause_usec = t->pause_usec, .started = true };
         j->trim_results = calloc(MAX(n, 1u), sizeof *j->trim_results);
-        {
-                size_t len = 1;
-
-                for (size_t i = 0; i < n; i++)
-                        len += strlen(tm[i].path) + 1;
-                j->target = calloc(1, len);
-                for (size_t i = 0; j->target && i < n; i++) {
-                        if (i > 0)
-                                strcat(j->target, " ");
-                        strcat(j->target, tm[i].path);
-                }
-        }
+        j->target = join_mount_paths(tm, n);
         if (!j->trim_results || !j->target)
                 return job_free(j), -ENOMEM;
         job_append(m, j);

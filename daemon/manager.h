@@ -51,6 +51,7 @@ struct Disk {
         Manager *manager;
         char *name;             /* [disk.NAME], or WATCH/FILE for images found by a [watch] */
         char *path;
+        char *real_path;        /* path with symlinks resolved, where a writer's events show; may be NULL */
         char *origin;           /* "disk" | "watch.NAME" */
         bool config_sparse;
         ReclaimSettings settings;

@@ -45,9 +45,14 @@ static WatchDir *watch_dir_by_wd(Manager *m, int wd) {
         return NULL;
 }
 
+/* By the configured path, or where it leads: a writer that opened the image
+ * through a symlink shows up in the target's folder. */
 static Disk *disk_by_path(Manager *m, const char *path) {
         for (size_t i = 0; i < m->n_disks; i++)
                 if (strcmp(m->disks[i]->path, path) == 0)
+                        return m->disks[i];
+        for (size_t i = 0; i < m->n_disks; i++)
+                if (m->disks[i]->real_path && strcmp(m->disks[i]->real_path, path) == 0)
                         return m->disks[i];
         return NULL;
 }
@@ -219,8 +224,15 @@ static void ensure_parent(Manager *m, const char *path) {
 int watch_sync(Manager *m) {
         for (WatchDir *w = m->watch_dirs; w; w = w->next)
                 w->marked = false;
-        for (size_t i = 0; i < m->config->n_disks; i++)
-                ensure_parent(m, m->config->disks[i].path);
+        for (size_t i = 0; i < m->n_disks; i++) {
+                const Disk *d = m->disks[i];
+
+                if (strcmp(d->origin, "disk") != 0)
+                        continue;
+                ensure_parent(m, d->path);
+                if (d->real_path && strcmp(d->real_path, d->path) != 0)
+                        ensure_parent(m, d->real_path);
+        }
         for (size_t i = 0; i < m->config->n_watches; i++)
                 ensure_dir(m, m->config->watches[i].dir);
         for (WatchDir **p = &m->watch_dirs; *p;) {

@@ -164,6 +164,24 @@ def test_idle_trigger(tmp):
     assert d.disk("a")["passes"] == 1
 
 
+def test_idle_trigger_through_symlink(tmp):
+    real = os.path.join(tmp, "real")
+    links = os.path.join(tmp, "links")
+    os.mkdir(real)
+    os.mkdir(links)
+    a = standard_image(os.path.join(real, "a.vhdx"))
+    copy = os.path.join(tmp, "a.orig.vhdx")
+    shutil.copyfile(a, copy)
+    os.symlink(a, os.path.join(links, "a.vhdx"))
+    d = Daemon(tmp, config(tmp, [("a", os.path.join(links, "a.vhdx"))], reclaim={"idleDelay": "1s"})).start()
+    # The writer goes to the real file: the pass still follows.
+    subprocess.run(["qemu-io", "-f", "vhdx", "-c", "write -P 0 30M 4M", a], check=True, capture_output=True)
+    subprocess.run(["qemu-io", "-f", "vhdx", "-c", "write -P 0 30M 4M", copy], check=True, capture_output=True)
+    x = d.wait_passes("a", 1, timeout=10)
+    assert x["last_result"] == "success", x
+    assert_same_content(a, copy)
+
+
 def test_idle_trigger_reopened_is_not_touched(tmp):
     a, copy = image_with_copy(tmp, "a")
     d = Daemon(tmp, config(tmp, [("a", a)], reclaim={"idleDelay": "1s"})).start()
@@ -387,6 +405,7 @@ if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl", "setpriv")
     main([test_status_matches_qemu_img_and_stat, test_reclaim_via_busctl, test_unknown_and_bad_arguments,
           test_state_survives_restart_and_missed_interval_runs, test_corrupt_state_is_ignored,
-          test_idle_trigger, test_idle_trigger_reopened_is_not_touched, test_reload,
-          test_reload_drops_disk_mid_pass, test_sigterm_during_pass, test_max_pass_time_then_resume, test_watch_folder,
-          test_deleted_mid_pass, test_set_sparse, test_permissions, test_admin_group])
+          test_idle_trigger, test_idle_trigger_through_symlink, test_idle_trigger_reopened_is_not_touched,
+          test_reload, test_reload_drops_disk_mid_pass, test_sigterm_during_pass,
+          test_max_pass_time_then_resume, test_watch_folder, test_deleted_mid_pass, test_set_sparse,
+          test_permissions, test_admin_group])
