@@ -15,10 +15,12 @@ Targets (issue 2): scan >= 3x faster than dig-holes, scan rate >= half the
 plain read rate, reclaimed within 2% of dig-holes.
 
     bench/bench-scan.py [--size 4G] [--build BUILD_DIR] [--dir WORK_DIR] [--seed N] [--rounds N]
+                        [--mix DATA,ZERO,HOLE] [--loop]
 """
 import argparse
 import contextlib
 import json
+import math
 import os
 import random
 import resource
@@ -41,7 +43,20 @@ def loguniform(rng, lo, hi):
     return int(lo * (hi / lo) ** rng.random())
 
 
-def layout(size, seed):
+# Length ranges of each kind of segment (log-uniform), and the default share
+# of segments of each kind: about 43% data, 47% zeros, 10% holes by bytes.
+SEGMENT_LENGTHS = {"data": (4 * KiB, 8 * MiB), "zero": (4 * KiB, 16 * MiB), "hole": (64 * KiB, 16 * MiB)}
+DEFAULT_PROBS = (0.60, 0.35, 0.05)
+
+
+def probs_for_shares(shares):
+    """Segment probabilities that give these byte shares (data, zero, hole)."""
+    means = [(hi - lo) / math.log(hi / lo) for lo, hi in SEGMENT_LENGTHS.values()]
+    w = [s / m for s, m in zip(shares, means)]
+    return tuple(x / sum(w) for x in w)
+
+
+def layout(size, seed, probs=DEFAULT_PROBS):
     """Yields (kind, offset, length): 'data', 'zero' or 'hole'. Lengths are
     512-byte multiples, so runs are sector- but not always block-aligned, as
     in a real disk image."""
@@ -49,18 +64,14 @@ def layout(size, seed):
     pos = 0
     while pos < size:
         r = rng.random()
-        if r < 0.60:
-            kind, length = "data", loguniform(rng, 4 * KiB, 8 * MiB)
-        elif r < 0.95:
-            kind, length = "zero", loguniform(rng, 4 * KiB, 16 * MiB)
-        else:
-            kind, length = "hole", loguniform(rng, 64 * KiB, 16 * MiB)
+        kind = "data" if r < probs[0] else "zero" if r < probs[0] + probs[1] else "hole"
+        length = loguniform(rng, *SEGMENT_LENGTHS[kind])
         length = min(max(512, length // 512 * 512), size - pos)
         yield kind, pos, length
         pos += length
 
 
-def generate(path, size, seed):
+def generate(path, size, seed, probs=DEFAULT_PROBS):
     rng = random.Random(seed ^ 0x5EED)
     pool = rng.randbytes(64 * MiB)
     zeros = bytes(8 * MiB)
@@ -68,7 +79,7 @@ def generate(path, size, seed):
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.ftruncate(fd, size)
-        for kind, off, length in layout(size, seed):
+        for kind, off, length in layout(size, seed, probs):
             counts[kind] += length
             if kind == "hole":
                 continue
@@ -170,6 +181,7 @@ def main():
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--min-hole", default="64K")
     ap.add_argument("--rounds", type=int, default=3, help="best of N rounds (default 3)")
+    ap.add_argument("--mix", help="byte shares data,zero,hole, e.g. 75,15,10 (default about 43,47,10)")
     ap.add_argument("--loop", action="store_true",
                     help="run on a fresh ext4 mounted from a loop device (root): without the "
                          "'discard' mount option, whose synchronous discards would dominate every punch")
@@ -234,7 +246,8 @@ def run(args):
         orig = os.path.join(work, "orig.img")
         a, b = os.path.join(work, "scan.img"), os.path.join(work, "dig.img")
         print(f"generating {size / GiB:.2f} GiB in {work} ...", flush=True)
-        counts = generate(orig, size, args.seed)
+        probs = probs_for_shares([float(x) for x in args.mix.split(",")]) if args.mix else DEFAULT_PROBS
+        counts = generate(orig, size, args.seed, probs)
         print("layout: " + ", ".join(f"{k} {v / GiB:.2f} GiB" for k, v in counts.items()), flush=True)
         for i in range(args.rounds):
             r = one_round(orig, a, b, scanner, min_hole)
