@@ -199,9 +199,24 @@ def check_config_keys_documented(text, daemon, scratch):
               + (f": {errors.strip()}" if errors else ""))
 
 
+def check_message_ids_documented(text):
+    """Every fixed journal MESSAGE_ID of the daemon's source is in its page."""
+    ids = {}
+    daemon_dir = os.path.join(os.environ["SOURCE_ROOT"], "daemon")
+    for name in sorted(os.listdir(daemon_dir)):
+        if name.endswith(".c"):
+            with open(os.path.join(daemon_dir, name)) as f:
+                ids.update(re.findall(r'#define (\w+_MESSAGE_ID) "([0-9a-f]{32})"', f.read()))
+    missing = [n for n, v in ids.items() if "MESSAGE_ID=" + v not in text]
+    check(len(ids) >= 2 and not missing,
+          f"vhdreclaimd.8 gives every MESSAGE_ID of the source ({len(ids)}): missing {missing}")
+
+
 def check_man_contents(dest, mandir, scratch):
     daemon, ctl = os.environ["VHDRECLAIMD"], os.environ["VHDRECLAIMCTL"]
-    check_options_documented("vhdreclaimd.8", daemon, render(dest + mandir + "/man8/vhdreclaimd.8"))
+    daemon_text = render(dest + mandir + "/man8/vhdreclaimd.8")
+    check_options_documented("vhdreclaimd.8", daemon, daemon_text)
+    check_message_ids_documented(daemon_text)
     ctl_text = render(dest + mandir + "/man8/vhdreclaimctl.8")
     usage = check_options_documented("vhdreclaimctl.8", ctl, ctl_text)
     check_ctl_commands_documented(ctl_text, usage)

@@ -18,6 +18,7 @@ boot(). Usable as a module (tests/integration/test_nspawn.py) or by hand:
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -164,6 +165,15 @@ def check_libraries(root, binaries):
     return sanitized
 
 
+def message_ids():
+    """The daemon's fixed journal MESSAGE_IDs, by name, from its source."""
+    with open(os.path.join(HERE, "..", "..", "daemon", "manager.c")) as f:
+        ids = dict(re.findall(r'#define (PASS_END|TRIM_END)_MESSAGE_ID "([0-9a-f]{32})"', f.read()))
+    if sorted(ids) != ["PASS_END", "TRIM_END"]:
+        raise RuntimeError(f"daemon/manager.c: cannot find both MESSAGE_IDs, found {ids}")
+    return ids
+
+
 def prepare(root, results, build_root, checks, timeout):
     subprocess.run(["meson", "install", "-C", build_root, "--destdir", root,
                     "--no-rebuild", "--quiet"], check=True, stdout=subprocess.DEVNULL)
@@ -187,6 +197,8 @@ def prepare(root, results, build_root, checks, timeout):
             f.write(f"{key}='{value}'\n")
         f.write(f"CHECKS='{' '.join(checks)}'\n")
         f.write(f"TRIM_MOUNT='{TRIM_MOUNT}'\n")
+        for name, value in message_ids().items():
+            f.write(f"{name}_ID='{value}'\n")
 
 
 def run_container(root, results, trim_fs, timeout):
