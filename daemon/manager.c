@@ -23,12 +23,14 @@
 
 /* MESSAGE_ID of the journal entry that ends every pass, so that
  * `journalctl MESSAGE_ID=ea14c430f41343d68ce827e9f617f432` lists them all.
- * Both IDs are random UUIDs (version 4) generated once for this purpose;
- * never change them. Fields of the pass entry: VHDRECLAIM_DISK,
- * VHDRECLAIM_RESULT, VHDRECLAIM_RECLAIMED_BYTES, VHDRECLAIM_PATH. */
+ * The pass ID is a random UUID generated once for this purpose, the trim
+ * ID a fixed 128-bit value chosen once; never change either (tests and
+ * journal queries use them). Fields of the pass entry: VHDRECLAIM_DISK,
+ * VHDRECLAIM_RESULT, VHDRECLAIM_RECLAIMED_BYTES, VHDRECLAIM_PATH; of the
+ * trim entry: VHDRECLAIM_RESULT, VHDRECLAIM_TRIMMED_BYTES. */
 #define PASS_END_MESSAGE_ID "ea14c430f41343d68ce827e9f617f432"
 /* ... and of the entry that ends a trim job. */
-#define TRIM_END_MESSAGE_ID "78bbddae6f2d420fb6b6d168153a75d0"
+#define TRIM_END_MESSAGE_ID "5f0bd2c33a4b4f7e9a61c0e8d2b7a914"
 
 uint64_t usec_now(clockid_t clock) {
         struct timespec ts;
