@@ -198,10 +198,14 @@ chunk=lots"
 check_watchdog_restarts_frozen_daemon() {
         require_daemon || return
         local pid restarts
-        # A short watchdog for the test; the shipped WatchdogSec= is checked by
-        # test_units.py. systemd sends SIGABRT, then SIGCONT to a stopped process.
+        # The shipped unit: a watchdog, and a restart when it fires.
+        [ "$(prop vhdreclaimd.service WatchdogUSec)/$(prop vhdreclaimd.service Restart)" = 30s/on-failure ] ||
+                fail "the shipped unit has WatchdogSec=$(prop vhdreclaimd.service WatchdogUSec)," \
+                        "Restart=$(prop vhdreclaimd.service Restart), not 30s and on-failure" || return
+        # A short watchdog and restart delay for the test. systemd sends
+        # SIGABRT, then SIGCONT to a stopped process.
         mkdir -p /run/systemd/system/vhdreclaimd.service.d
-        printf '[Service]\nWatchdogSec=2s\nTimeoutAbortSec=10s\nLimitCORE=0\n' \
+        printf '[Service]\nWatchdogSec=2s\nRestartSec=200ms\nTimeoutAbortSec=10s\nLimitCORE=0\n' \
                 >/run/systemd/system/vhdreclaimd.service.d/50-test-watchdog.conf
         systemctl daemon-reload
         systemctl restart vhdreclaimd.service || fail "restart with the test watchdog failed" || return
