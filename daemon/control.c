@@ -25,6 +25,10 @@
 #define CONNECTION_WQUEUE_MAX 1024
 /* Accepting stops for this long when the process is out of descriptors. */
 #define ACCEPT_BACKOFF_USEC (500 * USEC_PER_MSEC)
+/* Clients taken per turn of the event loop. Every turn costs time per open
+ * connection, so a flood of connects must wait in the backlog rather than
+ * pile up here unserved. */
+#define ACCEPT_BATCH 32
 
 struct Connection {
         Manager *manager;
@@ -657,6 +661,13 @@ static int connection_new(Manager *m, int fd) {
         r = sd_bus_attach_event(c->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 goto fail;
+        /* Otherwise sd-bus flushes every connection as the loop exits, and that
+         * flush waits, with no timeout, for a client that stalled in its
+         * handshake: one such client would block shutdown. control_done()
+         * closes them instead. */
+        r = sd_bus_set_close_on_exit(c->bus, false);
+        if (r < 0)
+                goto fail;
         r = sd_bus_start(c->bus);
         if (r < 0)
                 goto fail;
@@ -677,7 +688,7 @@ static int reenable_listen(sd_event_source *s, uint64_t usec, void *userdata) {
 static int on_listen(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Manager *m = userdata;
 
-        for (;;) {
+        for (unsigned i = 0; i < ACCEPT_BATCH; i++) {
                 int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
                 if (cfd < 0) {
@@ -695,6 +706,7 @@ static int on_listen(sd_event_source *s, int fd, uint32_t revents, void *userdat
                 }
                 (void) connection_new(m, cfd);
         }
+        return 0;
 }
 
 static int socket_connectable(const struct sockaddr_un *sa, socklen_t len) {
@@ -790,6 +802,11 @@ int control_setup(Manager *m) {
         r = sd_event_add_io(m->event, &m->listen_source, m->listen_fd, EPOLLIN, on_listen, m);
         if (r < 0)
                 return log_error_errno(r, "cannot watch the control socket: %m");
+        /* Below the connections: the clients we have are served (and the
+         * ones that hung up freed) before new ones are taken. */
+        r = sd_event_source_set_priority(m->listen_source, SD_EVENT_PRIORITY_NORMAL + 1);
+        if (r < 0)
+                return log_error_errno(r, "cannot set the control socket's priority: %m");
         return 0;
 }
 
