@@ -72,6 +72,8 @@ def test_reclaim_via_busctl(tmp):
     # The history holds both, newest last, with the once-mode fields.
     h = d.history("a")
     assert [e["result"] for e in h] == ["success", "success"] and h[1]["reclaimed"] == before - after, h
+    assert all(len(e) == 11 and e["discard"] == "safe" and e["free_bytes"] == 0 for e in h), h
+    assert h[1]["zero_bytes"] >= 16 * MiB and h[1]["path"] == a, h
     line = open(os.path.join(d.state, "history.jsonl")).read().splitlines()[-1]
     for key in ("path", "format", "virtual_size", "file_size", "allocated_before", "allocated_after",
                 "reclaimed", "stale_bytes", "zero_bytes", "free_bytes", "filesystem", "result",
