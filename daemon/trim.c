@@ -113,6 +113,8 @@ static int mountinfo_parse_line(char *line, MountEntry *e) {
                 return -EBADMSG;
         unoctal(f[4]);
         unoctal(f[sep + 2]);
+        if (f[4][0] != '/')
+                return -EBADMSG;
         e->target = f[4];
         e->mount_opts = f[5];
         e->fstype = f[sep + 1];
