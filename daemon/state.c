@@ -433,6 +433,18 @@ int state_load_disk(int dir_fd, const char *name, DiskRecord *ret) {
         return disk_record_parse(text, ret);
 }
 
+int state_remove_disk(int dir_fd, const char *name) {
+        _cleanup_free_ char *fn = NULL;
+        int r;
+
+        r = disk_state_filename(name, &fn);
+        if (r < 0)
+                return r;
+        if (unlinkat(dir_fd, fn, 0) < 0 && errno != ENOENT)
+                return -errno;
+        return 0;
+}
+
 /* ---- history: JSON lines ---- */
 
 void history_entry_done(HistoryEntry *e) {

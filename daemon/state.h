@@ -56,6 +56,8 @@ int state_read_file(int dir_fd, const char *filename, size_t max, char **ret);
 int state_save_disk(int dir_fd, const char *name, const char *path, const DiskRecord *r);
 /* -ENOENT when there is no record; -EBADMSG when it is malformed. */
 int state_load_disk(int dir_fd, const char *name, DiskRecord *ret);
+/* Forgets an image for good (its file was deleted); the history keeps its passes. */
+int state_remove_disk(int dir_fd, const char *name);
 
 /* ---- history ---- */
 

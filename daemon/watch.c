@@ -263,7 +263,10 @@ static void image_gone(Manager *m, Disk *d) {
         }
         watch_disarm_idle(d);
         if (strncmp(d->origin, "watch.", 6) == 0) {
+                /* Images come and go in a [watch] folder (profiles of departed
+                 * users): their records would pile up in the state directory. */
                 log_info("%s: gone, no longer managed", d->path);
+                (void) state_remove_disk(m->state_dir_fd, d->name);
                 manager_drop_disk(m, d);
                 return;
         }

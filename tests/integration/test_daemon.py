@@ -311,8 +311,14 @@ def test_watch_folder(tmp):
     assert d.disk("profiles/bob.vhdx")["virtual_size"] == 64 * MiB
     os.rename(os.path.join(folder, "bob.vhdx"), os.path.join(folder, "robert.vhdx"))
     wait_for(lambda: set(d.disks()) == {"profiles/alice.vhdx", "profiles/robert.vhdx"}, 5, what="the rename")
+    d.reclaim("profiles/alice.vhdx")
+    d.wait_passes("profiles/alice.vhdx", 1)
+    alice_state = os.path.join(d.state, "disks", "profiles%2Falice.vhdx.state")
+    assert os.path.exists(alice_state)
     os.unlink(os.path.join(folder, "alice.vhdx"))
     wait_for(lambda: set(d.disks()) == {"profiles/robert.vhdx"}, 5, what="alice to be dropped")
+    assert not os.path.exists(alice_state)
+    assert [h["name"] for h in d.history()] == ["profiles/alice.vhdx"]
     # Copied in: the writer's close starts the idle pass of the new image.
     shutil.copyfile(os.path.join(folder, "robert.vhdx"), os.path.join(folder, "carol.vhdx"))
     wait_for(lambda: "profiles/carol.vhdx" in d.disks(), 5, what="carol to be picked up")
