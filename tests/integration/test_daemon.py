@@ -133,6 +133,33 @@ def test_state_survives_restart_and_missed_interval_runs(tmp):
     assert_same_content(a, copy)
 
 
+def test_threshold_and_randomized_delay(tmp):
+    a, copy = image_with_copy(tmp, "a")
+    before = allocated(a)
+    # Periodic, never passed: due at start; it would win ~26M, less than minReclaim.
+    d = Daemon(tmp, config(tmp, [("a", a)], reclaim={"interval": "1h", "minReclaim": "1G"})).start()
+    x = d.wait_passes("a", 1)
+    assert x["last_result"] == "skipped-threshold", x
+    assert x["reclaimable"] >= 16 * MiB and x["reclaimed_total"] == 0, x
+    assert allocated(a) == before
+    assert_same_content(a, copy)
+    # Asked for by hand, any win is worth it.
+    d.reclaim("a")
+    x = d.wait_passes("a", 2)
+    assert x["last_result"] == "success" and x["reclaimable"] == 0, x
+    d.stop()
+    # The next periodic pass lies between interval and interval + randomizedDelay after the last.
+    d.write_config(config(tmp, [("a", a)], reclaim={"interval": "1h", "randomizedDelay": "10m"}))
+    nexts = set()
+    for _ in range(3):
+        d.start()
+        y = d.disk("a")
+        assert y["last_pass"] + 3600 * 10**6 <= y["next_pass"] <= y["last_pass"] + 4200 * 10**6, y
+        nexts.add(y["next_pass"])
+        d.stop()
+    assert len(nexts) > 1, nexts
+
+
 def test_corrupt_state_is_ignored(tmp):
     a, _ = image_with_copy(tmp, "a")
     os.makedirs(os.path.join(tmp, "state", "disks"))
@@ -412,7 +439,8 @@ def test_admin_group(tmp):
 if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl", "setpriv")
     main([test_status_matches_qemu_img_and_stat, test_reclaim_via_busctl, test_unknown_and_bad_arguments,
-          test_state_survives_restart_and_missed_interval_runs, test_corrupt_state_is_ignored,
+          test_state_survives_restart_and_missed_interval_runs, test_threshold_and_randomized_delay,
+          test_corrupt_state_is_ignored,
           test_idle_trigger, test_idle_trigger_through_symlink, test_idle_trigger_reopened_is_not_touched,
           test_reload, test_reload_drops_disk_mid_pass, test_sigterm_during_pass,
           test_max_pass_time_then_resume, test_watch_folder, test_deleted_mid_pass, test_set_sparse,
