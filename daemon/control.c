@@ -297,6 +297,8 @@ static int method_reclaim(sd_bus_message *msg, void *userdata, sd_bus_error *err
                         if (m->disks[i]->missing)
                                 continue;
                         r = manager_queue_reclaim(m, m->disks[i], TRIGGER_MANUAL, dry_run, mode, &j);
+                        if (r == -EBUSY)        /* being re-allocated: --all passes it by */
+                                continue;
                         if (r < 0)
                                 return r;
                         ids[n++] = j->id;
@@ -306,6 +308,9 @@ static int method_reclaim(sd_bus_message *msg, void *userdata, sd_bus_error *err
                         Job *j;
 
                         r = manager_queue_reclaim(m, manager_find_disk(m, *p), TRIGGER_MANUAL, dry_run, mode, &j);
+                        if (r == -EBUSY)
+                                return sd_bus_error_setf(error, VHDRECLAIM_ERROR_BUSY,
+                                                         "\"%s\" is being re-allocated (SetSparse false)", *p);
                         if (r < 0)
                                 return r;
                         ids[n++] = j->id;
@@ -384,7 +389,11 @@ static int method_set_sparse(sd_bus_message *msg, void *userdata, sd_bus_error *
         if (!d)
                 return sd_bus_error_setf(error, VHDRECLAIM_ERROR_NO_SUCH_DISK, "No disk named \"%s\"", name);
         if (!sparse) {
-                r = disk_unsparse(d);
+                Job *j;
+
+                r = disk_unsparse_check(d);
+                if (r >= 0)
+                        r = manager_queue_unsparse(c->manager, d, msg, &j);
                 if (r == -ENOSPC)
                         return sd_bus_error_setf(error, VHDRECLAIM_ERROR_NO_SPACE,
                                                  "The host file system lacks the free space to re-allocate \"%s\"",
@@ -394,8 +403,10 @@ static int method_set_sparse(sd_bus_message *msg, void *userdata, sd_bus_error *
                 if (r < 0)
                         return sd_bus_error_setf(error, VHDRECLAIM_ERROR_FAILED, "Re-allocating \"%s\" failed: %s",
                                                  name, strerror(-r));
+                /* Answered by the job when the holes are allocated: the loop does not wait. */
+                return 1;
         }
-        d->record.sparse_override = sparse ? 1 : 0;
+        d->record.sparse_override = 1;
         r = state_save_disk(c->manager->state_dir_fd, d->name, d->path, &d->record);
         if (r < 0)
                 log_warning_errno(r, "cannot save the state of %s: %m", d->name);

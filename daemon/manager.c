@@ -19,6 +19,7 @@
 #include "notify.h"
 #include "schedule.h"
 #include "state.h"
+#include "vhdreclaim-bus.h"
 #include "watch.h"
 
 /* MESSAGE_ID of the journal entry that ends every pass, so that
@@ -184,33 +185,53 @@ void manager_drop_disk(Manager *m, Disk *d) {
         disk_free(d);
 }
 
-int disk_unsparse(Disk *d) {
-        _cleanup_close_ int fd = -1;
+/* Bytes the holes of the file take once allocated. */
+static int hole_bytes(int fd, uint64_t *ret) {
         struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        *ret = (uint64_t) st.st_size > (uint64_t) st.st_blocks * 512 ? (uint64_t) st.st_size - (uint64_t) st.st_blocks * 512
+                                                                      : 0;
+        return 0;
+}
+
+int disk_unsparse_check(Disk *d) {
+        _cleanup_close_ int fd = -1;
         struct statvfs sv;
-        uint64_t need;
+        uint64_t need = 0;
+        int r;
 
         if (d->job)
                 return -EBUSY;
-        fd = open(d->path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        fd = open(d->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
                 return -errno;
-        if (fstat(fd, &st) < 0 || fstatvfs(fd, &sv) < 0)
+        r = hole_bytes(fd, &need);
+        if (r < 0)
+                return r;
+        if (fstatvfs(fd, &sv) < 0)
                 return -errno;
-        /* The holes are what the file's length covers beyond its blocks. */
-        need = (uint64_t) st.st_size > (uint64_t) st.st_blocks * 512 ? (uint64_t) st.st_size - (uint64_t) st.st_blocks * 512
-                                                                       : 0;
-        if (need == 0)
-                return 0;
         /* Refused up front, so nothing is left half-allocated for lack of space. */
         if ((uint64_t) sv.f_bavail * sv.f_frsize < need)
                 return -ENOSPC;
+        return 0;
+}
+
+int unsparse_file(const char *path) {
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+
+        fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
         /* Mode 0 allocates the holes and keeps every byte as it reads. */
-        if (fallocate(fd, 0, 0, st.st_size) < 0)
+        if (st.st_size > 0 && fallocate(fd, 0, 0, st.st_size) < 0)
                 return -errno;
         if (fsync(fd) < 0)
                 return -errno;
-        log_info("%s: re-allocated %" PRIu64 " bytes of holes", d->path, need);
         return 0;
 }
 
@@ -264,6 +285,8 @@ void manager_unlink_job(Manager *m, Job *j) {
 int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run, DiscardMode discard, Job **ret) {
         Job *j;
 
+        if (d->job && d->job->kind != JOB_RECLAIM)
+                return -EBUSY;
         if (d->job) {
                 *ret = d->job;
                 return 0;
@@ -327,6 +350,31 @@ static char *join_mount_paths(const TrimMount *tm, size_t n) {
                 strcat(s, tm[i].path);
         }
         return s;
+}
+
+int manager_queue_unsparse(Manager *m, Disk *d, sd_bus_message *request, Job **ret) {
+        Job *j;
+
+        if (d->job)
+                return -EBUSY;
+        j = calloc(1, sizeof *j);
+        if (!j)
+                return -ENOMEM;
+        *j = (Job) { .manager = m, .id = ++m->next_job_id, .kind = JOB_UNSPARSE, .trigger = TRIGGER_MANUAL,
+                     .disk = d, .started = true };
+        j->target = strdup(d->name);
+        j->path = strdup(d->path);
+        if (!j->target || !j->path)
+                return job_free(j), -ENOMEM;
+        j->request = sd_bus_message_ref(request);
+        d->job = j;
+        schedule_disk_cancel(d);
+        watch_disarm_idle(d);
+        job_append(m, j);
+        worker_dispatch(m);
+        manager_state_changed(m);
+        *ret = j;
+        return 0;
 }
 
 int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, Job **ret) {
@@ -542,11 +590,46 @@ static void trim_finished(Manager *m, Job *j) {
                 (void) schedule_trim(m);
 }
 
+static void unsparse_finished(Manager *m, Job *j) {
+        Disk *d = j->disk;
+        int r = j->started ? j->error : -ECANCELED;
+
+        d->job = NULL;
+        if (r >= 0 && !d->removed) {
+                d->record.sparse_override = 0;
+                r = state_save_disk(m->state_dir_fd, d->name, d->path, &d->record);
+                if (r < 0)
+                        log_warning_errno(r, "%s: cannot save its state: %m", d->name);
+                r = 0;
+        }
+        if (r >= 0)
+                log_info("%s: holes re-allocated, the image is no longer sparse", d->name);
+        else
+                log_warning_errno(r, "%s: re-allocating the holes failed: %m", d->name);
+        /* The caller may have gone; its connection then refuses the reply. */
+        if (r == -ENOSPC)
+                (void) sd_bus_reply_method_errorf(j->request, VHDRECLAIM_ERROR_NO_SPACE,
+                                                  "The host file system ran out of space re-allocating \"%s\"",
+                                                  d->name);
+        else if (r < 0)
+                (void) sd_bus_reply_method_errorf(j->request, VHDRECLAIM_ERROR_FAILED,
+                                                  "Re-allocating \"%s\" failed: %s", d->name, strerror(-r));
+        else
+                (void) sd_bus_reply_method_return(j->request, NULL);
+        control_emit_job_finished(m, j, r >= 0 ? "success" : "error", r >= 0 ? "" : strerror(-r), 0);
+        if (d->removed)
+                disk_free(d);
+        else if (!m->stopping)
+                (void) schedule_disk(d);
+}
+
 void manager_job_finished(Manager *m, Job *j) {
         if (j->kind == JOB_RECLAIM)
                 reclaim_finished(m, j);
-        else
+        else if (j->kind == JOB_TRIM)
                 trim_finished(m, j);
+        else
+                unsparse_finished(m, j);
         job_free(j);
 }
 

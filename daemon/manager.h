@@ -39,6 +39,7 @@ typedef enum DiskState {
 typedef enum JobKind {
         JOB_RECLAIM,
         JOB_TRIM,
+        JOB_UNSPARSE,           /* SetSparse false: re-allocate the holes */
 } JobKind;
 
 typedef enum JobTrigger {
@@ -102,6 +103,8 @@ struct Job {
         _Atomic uint64_t done;
         _Atomic uint64_t total;
         uint64_t last_wakeup;   /* worker thread only: when it last woke the loop for progress */
+
+        sd_bus_message *request;        /* unsparse: the SetSparse call, answered when done */
 
         /* Written by the worker before `finished`, read by the loop after. */
         PassReport report;
@@ -188,9 +191,14 @@ void disk_probe(Disk *d);
 DiskState disk_state(const Disk *d);
 const char *disk_state_to_string(DiskState s);
 bool disk_effective_sparse(const Disk *d);
-/* Re-allocates the holes of a disk's image (SetSparse false). -ENOSPC when
- * the host lacks the space, -EBUSY while a job runs on it. */
-int disk_unsparse(Disk *d);
+/* SetSparse false, in two steps: the check on the loop (-ENOSPC when the
+ * host lacks the space for the holes, -EBUSY while a job runs on the disk),
+ * then the re-allocation on a worker thread; the job answers request (a
+ * method call, referenced) when it ends. */
+int disk_unsparse_check(Disk *d);
+int manager_queue_unsparse(Manager *m, Disk *d, sd_bus_message *request, Job **ret);
+/* The worker's part: fallocate mode 0 over the whole file, then fsync. */
+int unsparse_file(const char *path);
 
 /* Queues a pass; dry_run, discard (_DISCARD_MODE_INVALID: the disk's own)
  * as given. Returns the job (existing one when the disk already has one). */

@@ -46,7 +46,7 @@ static void append_running(FILE *f, Manager *m) {
                         continue;
                 done = atomic_load(&j->done);
                 total = atomic_load(&j->total);
-                fprintf(f, "%s%s %s: %u%%", first ? "" : ", ", j->kind == JOB_TRIM ? "trimming" : "reclaiming",
+                fprintf(f, "%s%s %s: %u%%", first ? "" : ", ", j->kind == JOB_TRIM ? "trimming" : j->kind == JOB_UNSPARSE ? "re-allocating" : "reclaiming",
                         j->target, total > 0 ? (unsigned) (MIN(done, total) * 100 / total) : 0u);
                 first = false;
         }

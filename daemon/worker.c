@@ -21,7 +21,7 @@
 #define PROGRESS_INTERVAL_USEC (250 * USEC_PER_MSEC)
 
 const char *job_kind_to_string(JobKind k) {
-        return k == JOB_TRIM ? "trim" : "reclaim";
+        return k == JOB_TRIM ? "trim" : k == JOB_UNSPARSE ? "set-sparse" : "reclaim";
 }
 
 double job_rate(const Job *j, uint64_t done, uint64_t now) {
@@ -41,6 +41,7 @@ Job *job_free(Job *j) {
         pass_report_done(&j->report);
         trim_mounts_free(j->trim_mounts, j->n_trim_mounts);
         free(j->trim_results);
+        sd_bus_message_unref(j->request);
         free(j);
         return NULL;
 }
@@ -86,8 +87,10 @@ static void *job_thread(void *userdata) {
                 j->error = -ENOMEM;     /* reported as the pass's error */
         else if (j->kind == JOB_RECLAIM)
                 j->error = pass_run(j->path, &j->options, &j->report);
-        else
+        else if (j->kind == JOB_TRIM)
                 job_run_trim(j);
+        else
+                j->error = unsparse_file(j->path);
         atomic_store(&j->finished, true);
         wake_loop(j->manager);
         return NULL;
@@ -106,7 +109,7 @@ static int job_start(Manager *m, Job *j) {
                 j->options.progress = job_progress;
                 j->options.userdata = j;
                 m->n_running_reclaims++;
-        } else
+        } else if (j->kind == JOB_TRIM)
                 m->trim_running = true;
 
         /* The threads take no signals: the loop handles them through signalfd. */
@@ -119,7 +122,7 @@ static int job_start(Manager *m, Job *j) {
                 if (j->kind == JOB_RECLAIM) {
                         m->n_running_reclaims--;
                         pass_report_set(&j->report, PASS_ERROR, "cannot start a worker thread: %s", strerror(-r));
-                } else
+                } else if (j->kind == JOB_TRIM)
                         m->trim_running = false;
                 j->running = false;
                 j->error = r;
@@ -158,7 +161,7 @@ static void job_reap(Manager *m, Job *j) {
         j->running = false;
         if (j->kind == JOB_RECLAIM)
                 m->n_running_reclaims--;
-        else
+        else if (j->kind == JOB_TRIM)
                 m->trim_running = false;
         manager_unlink_job(m, j);
         manager_job_finished(m, j);

@@ -27,11 +27,15 @@
  *  W Trim(as mounts, b all) -> t job_id
  *        mounts empty and all=false = the configured [trim] mounts.
  *  W Cancel(t job_id) -> ()
- *  W SetSparse(s name, b sparse) -> ()
+ *  W SetSparse(s name, b sparse) -> ()   false: answered once the holes are
+ *        re-allocated (a "set-sparse" job on a worker thread meanwhile);
+ *        VHDRECLAIM_ERROR_NO_SPACE up front when the host lacks the space,
+ *        VHDRECLAIM_ERROR_BUSY while a job runs on the disk (and Reclaim of a
+ *        disk being re-allocated gets VHDRECLAIM_ERROR_BUSY).
  *  W Reload() -> ()   synchronous; on an invalid configuration the error
  *        VHDRECLAIM_ERROR_CONFIG carries every "FILE:LINE: ..." message,
  *        one per line, and the old configuration stays.
- *  R ListJobs() -> a(tsssttd)  id, kind ("reclaim"|"trim"), target, state
+ *  R ListJobs() -> a(tsssttd)  id, kind ("reclaim"|"trim"|"set-sparse"), target, state
  *        ("queued"|"running"), done, total, rate (bytes/s)
  *  R History(s name, u limit) -> a(sstssttttts)
  *        name "" = all; newest last: name, path, start (realtime usec),

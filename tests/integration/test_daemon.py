@@ -384,8 +384,11 @@ def test_set_sparse(tmp):
     d.wait_passes("a", 1)
     holey = allocated(a)
     d.call("SetSparse", "sb", "a", "false")
+    # The call returns once its job (on a worker thread) is done.
+    assert d.call("ListJobs") == [[]]
+    assert len(d.history("a")) == 1
     x = d.disk("a")
-    assert x["sparse"] is False, x
+    assert x["sparse"] is False and x["state"] == "idle", x
     assert allocated(a) >= os.stat(a).st_size > holey, (allocated(a), holey)
     assert_same_content(a, copy)
     # Not sparse: a pass only measures.
