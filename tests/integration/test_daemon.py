@@ -180,8 +180,8 @@ def test_idle_trigger(tmp):
     time.sleep(0.5)
     assert d.disk("a")["passes"] == 0
     # A writer opens, writes and closes: the pass follows about a second later.
-    subprocess.run(["qemu-io", "-f", "vhdx", "-c", "write -P 0 30M 4M", a], check=True, capture_output=True)
     subprocess.run(["qemu-io", "-f", "vhdx", "-c", "write -P 0 30M 4M", copy], check=True, capture_output=True)
+    subprocess.run(["qemu-io", "-f", "vhdx", "-c", "write -P 0 30M 4M", a], check=True, capture_output=True)
     t0 = time.monotonic()
     x = d.wait_passes("a", 1, timeout=10)
     elapsed = time.monotonic() - t0
