@@ -216,6 +216,18 @@ static int run_tiers(PassState *s, Image *img, const ExtentList *structures, con
         return 0;
 }
 
+/* Allocated bytes of a list of file ranges; errors count as nothing. */
+static uint64_t allocated_in(int fd, const ExtentList *l) {
+        uint64_t total = 0;
+
+        for (size_t i = 0; i < l->n; i++) {
+                uint64_t a = 0;
+                if (scan_allocated_bytes(fd, l->items[i].offset, l->items[i].length, &a) >= 0)
+                        total += a;
+        }
+        return total;
+}
+
 /* minReclaim: the cheap estimate first (stale and free need no reading);
  * only when it falls short does a read-only scan of the zero tier decide. */
 static bool pass_below_threshold(PassState *s, Image *img, const ExtentList *structures,
@@ -224,6 +236,8 @@ static bool pass_below_threshold(PassState *s, Image *img, const ExtentList *str
         uint64_t total;
 
         if (s->o->min_reclaim == 0 || s->o->dry_run)
+                return false;
+        if (allocated_in(s->fd, stale) + allocated_in(s->fd, &free_tier->file_ranges) >= s->o->min_reclaim)
                 return false;
         if (run_tiers(s, img, structures, data, stale, free_tier, true) < 0)
                 return true;    /* the report already says why */
