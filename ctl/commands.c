@@ -571,6 +571,14 @@ static int start_jobs(Ctl *c, const CtlArgs *a, sd_bus_message *m, bool single_i
                 r = read_job_ids(reply, &ids, &n);
         if (r < 0)
                 return ctl_bad_reply(r);
+        if (single_id && ids[0] == 0) {
+                /* Trim's answer when no mount is given or configured. */
+                if (a->json)
+                        printf("[]\n");
+                else
+                        printf("Nothing to trim: no mounts given and none configured in [trim].\n");
+                return flush_stdout();
+        }
 
         if (!a->wait)
                 return print_started_jobs(c, a, ids, n);

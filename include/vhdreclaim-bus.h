@@ -25,7 +25,8 @@
  *  W Reclaim(as names, b all, b dry_run, s discard) -> at job_ids
  *        discard "" = each disk's configured mode, else "safe" | "free".
  *  W Trim(as mounts, b all) -> t job_id
- *        mounts empty and all=false = the configured [trim] mounts.
+ *        mounts empty and all=false = the configured [trim] mounts; job_id 0
+ *        when there is nothing to trim (none given, none configured).
  *  W Cancel(t job_id) -> ()
  *  W SetSparse(s name, b sparse) -> ()   false: answered once the holes are
  *        re-allocated (a "set-sparse" job on a worker thread meanwhile);

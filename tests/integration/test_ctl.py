@@ -518,6 +518,10 @@ def check_errors():
     p = ctl("--help")
     t.check(p.returncode == 0 and "Exit status" in p.stdout and "reclaim DISK...|--all" in p.stdout,
             "--help documents the commands and exit codes")
+    # No [trim] in this configuration: the timer's `trim --wait` must not fail.
+    p = ctl("trim", "--wait")
+    t.check(p.returncode == 0 and "Nothing to trim" in p.stdout,
+            f"trim with nothing configured: exit 0, said so ({p.returncode}, {p.stdout.strip()!r}, {p.stderr.strip()!r})")
     p = ctl("version")
     t.equal(p.returncode, 0, "version exit code")
     t.check(re.search(r"^vhdreclaimctl \S+\nvhdreclaimd \S+$", p.stdout.strip()) is not None,
