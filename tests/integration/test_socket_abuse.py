@@ -30,8 +30,10 @@ daemon. Phases:
   clients go;
 - rapid connect/disconnect, as fast as one process can, for 3 s.
 
-Printed figures: per phase the worst and median status latency, the RSS
-peak, the connections held.
+Printed figures: per phase the worst, 99th percentile and median status
+latency, the RSS peak, the connections held. Under ASan (the second run of
+the suite) the latency bounds are scaled by ASAN_SLOWDOWN and RSS is not
+asserted: it then holds the sanitizer's shadow and quarantine.
 
 Known problem (not registered, run with the argument
 test_near_limit_message): sd-bus accepts messages up to 128 MiB and buffers
@@ -61,6 +63,7 @@ MiB = 1024 * 1024
 MAX_LATENCY = 0.100
 MAX_WORST = 0.500
 CHURN_RATE = 3000
+ASAN_SLOWDOWN = 5
 FLOOD_MAX = 2.0
 MAX_RSS_GROWTH = 64 * MiB
 # After the clients go, RSS must come back within this of the baseline
@@ -133,21 +136,39 @@ class Sampler:
         print(f"     {self.phase}: {len(lat)} status calls, worst {worst * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
               f"median {med * 1000:.1f} ms, {slow} over 100 ms; RSS peak {peak / MiB:.1f} MiB "
               f"(+{(peak - baseline_rss) / MiB:.1f}); daemon fds up to {self.held}", flush=True)
+        if sanitized(self.d.proc.pid):
+            # Latency: the same bounds, scaled; RSS: the quarantine's, not the daemon's.
+            print(f"     {self.phase}: ASan build: latency bounds x{ASAN_SLOWDOWN}, RSS not asserted", flush=True)
+            max_p99, max_worst = max_p99 * ASAN_SLOWDOWN, max_worst * ASAN_SLOWDOWN
+        else:
+            assert peak - baseline_rss < MAX_RSS_GROWTH, \
+                f"{self.phase}: RSS grew by {(peak - baseline_rss) / MiB:.1f} MiB"
         assert p99 <= max_p99, f"{self.phase}: 1% of status calls took more than {p99 * 1000:.1f} ms"
         assert worst <= max_worst, f"{self.phase}: status took {worst * 1000:.1f} ms"
-        assert peak - baseline_rss < MAX_RSS_GROWTH, \
-            f"{self.phase}: RSS grew by {(peak - baseline_rss) / MiB:.1f} MiB"
+
+
+def sanitized(pid):
+    """True when the daemon runs with AddressSanitizer: its RSS then holds
+    the sanitizer's shadow memory and quarantine of freed blocks (hundreds
+    of MiB by design), and every call is several times slower."""
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
 
 
 def settle(d, baseline_rss, baseline_fds, phase):
     """After the clients go: connections released, RSS back near the baseline."""
     pid = d.proc.pid
     wait_for(lambda: n_fds(pid) <= baseline_fds + 2, 10, what=f"{phase}: connections released")
-    wait_for(lambda: rss(pid) <= baseline_rss + RSS_SETTLE, 10,
-             what=f"{phase}: RSS back within {RSS_SETTLE // MiB} MiB of the baseline (now {rss(pid) / MiB:.1f} MiB)")
+    slow = 1
+    if sanitized(pid):
+        slow = ASAN_SLOWDOWN
+    else:
+        wait_for(lambda: rss(pid) <= baseline_rss + RSS_SETTLE, 10,
+                 what=f"{phase}: RSS back within {RSS_SETTLE // MiB} MiB of the baseline "
+                      f"(now {rss(pid) / MiB:.1f} MiB)")
     lat = sorted(status(d) for _ in range(20))
     worst = lat[-1]
-    assert lat[-2] <= MAX_LATENCY and worst <= MAX_WORST, \
+    assert lat[-2] <= MAX_LATENCY * slow and worst <= MAX_WORST * slow, \
         f"{phase}: after the clients went, status took {lat[-2] * 1000:.1f} and {worst * 1000:.1f} ms"
     print(f"     {phase}: afterwards RSS {rss(pid) / MiB:.1f} MiB, {n_fds(pid)} fds, status worst "
           f"{worst * 1000:.1f} ms", flush=True)
