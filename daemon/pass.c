@@ -296,6 +296,59 @@ finish:
         extent_list_done(&stale);
 }
 
+static int open_nonblocking(const char *path, int flags) {
+        /* O_NOFOLLOW is not used: images are often reached through symlinks.
+         * The lease is what guarantees exclusivity. O_NONBLOCK: an open that
+         * would wait for someone else's lease to break fails instead. */
+        int fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+        if (fd < 0)
+                return errno == EWOULDBLOCK ? -EBUSY : -errno;
+        return fd;
+}
+
+static bool same_file(int a, int b) {
+        struct stat sa, sb;
+
+        return fstat(a, &sa) >= 0 && fstat(b, &sb) >= 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* Opens the image and takes the write lease without disturbing anyone.
+ * A read-write open breaks other processes' read leases (Samba's oplocks)
+ * even when it is non-blocking, so whether the file is free is first asked
+ * through a read-only descriptor, whose lease request fails harmlessly when
+ * anyone else has the file open. Only then, with nobody there, is it reopened
+ * read-write; what remains is the instant between the two opens. */
+static int open_leased(const char *path, bool writable, int *ret) {
+        _cleanup_close_ int probe = -1, fd = -1;
+        int r;
+
+        probe = open_nonblocking(path, O_RDONLY);
+        if (probe < 0)
+                return probe;
+        r = guard_acquire(probe);
+        if (r < 0)
+                return r;
+        if (!writable) {
+                *ret = TAKE_FD(probe);
+                return 0;
+        }
+        /* Our own second open would break our own lease: drop it first. */
+        guard_release(probe);
+        fd = open_nonblocking(path, O_RDWR);
+        if (fd < 0)
+                return fd;
+        if (!same_file(probe, fd))
+                return -ESTALE;
+        /* The lease needs this descriptor to be the file's only one. */
+        close(TAKE_FD(probe));
+        r = guard_acquire(fd);
+        if (r < 0)
+                return r;
+        *ret = TAKE_FD(fd);
+        return 0;
+}
+
 static void pass_open_and_run(PassState *s, const char *path) {
         const PassOptions *o = s->o;
         PassReport *rep = s->rep;
@@ -304,28 +357,22 @@ static void pass_open_and_run(PassState *s, const char *path) {
         Image *img = NULL;
         int r;
 
-        /* O_NOFOLLOW is not used: images are often reached through symlinks.
-         * The lease below is what guarantees exclusivity. */
-        fd = open(path, (o->dry_run ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        if (fd < 0) {
-                /* Someone holds a lease of their own: the image is in use. */
-                if (errno == EWOULDBLOCK)
-                        pass_report_set(rep, PASS_SKIPPED_IN_USE, "the image is leased by another process");
-                else
-                        pass_report_set(rep, PASS_ERROR, "cannot open: %s", strerror(errno));
-                return;
-        }
-        s->fd = fd;
-
-        r = guard_acquire(fd);
+        r = open_leased(path, !o->dry_run, &fd);
         if (r == -EBUSY) {
                 pass_report_set(rep, PASS_SKIPPED_IN_USE, "another process has the image open");
                 return;
         }
-        if (r < 0) {
-                pass_report_set(rep, PASS_ERROR, "cannot take a write lease on the image: %s", strerror(-r));
+        if (r == -ESTALE) {
+                pass_report_set(rep, PASS_SKIPPED_IN_USE, "the image was replaced while it was being opened");
                 return;
         }
+        if (r < 0) {
+                pass_report_set(rep, PASS_ERROR, r == -EACCES || r == -EPERM ?
+                                "cannot take a write lease on the image (needs its owner or CAP_LEASE): %s" :
+                                "cannot open the image or take a write lease on it: %s", strerror(-r));
+                return;
+        }
+        s->fd = fd;
 
         r = allocated_bytes(fd, &rep->allocated_before);
         if (r >= 0)
