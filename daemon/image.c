@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,17 +57,24 @@ static int vhdx_vdisk_read(VDisk *d, void *buf, size_t len, uint64_t offset) {
 
 /* Formats that hold a virtual disk we do not parse: treating them as raw
  * would let the free tier misread them, so they are refused by name. */
-static const char *foreign_format(const uint8_t *head, size_t n, const uint8_t *tail512) {
+static const char *foreign_format(const uint8_t *head, size_t n, const uint8_t *tail512,
+                                  uint64_t file_size, uint64_t *ret_offset) {
+        *ret_offset = 0;
         if (n >= 4 && memcmp(head, "QFI\xfb", 4) == 0)
                 return "qcow2";
         if (n >= 4 && memcmp(head, "KDMV", 4) == 0)
                 return "VMDK";
         if (n >= 8 && memcmp(head, "conectix", 8) == 0)
                 return "VHD";
-        if (tail512 && memcmp(tail512, "conectix", 8) == 0)
-                return "VHD";
-        if (n >= 0x44 && head[0x40] == 0x7f && head[0x41] == 0x10 && head[0x42] == 0xda && head[0x43] == 0xbe)
+        if (n >= 0x44 && head[0x40] == 0x7f && head[0x41] == 0x10 && head[0x42] == 0xda && head[0x43] == 0xbe) {
+                *ret_offset = 0x40;
                 return "VDI";
+        }
+        /* A fixed VHD is raw data with its footer in the last 512 bytes. */
+        if (tail512 && memcmp(tail512, "conectix", 8) == 0) {
+                *ret_offset = file_size - 512;
+                return "VHD";
+        }
         return NULL;
 }
 
@@ -114,10 +122,14 @@ int image_open(int fd, Image **ret, char **ret_error) {
                 img->virtual_size = img->vhdx->virtual_size;
                 img->vdisk = (VDisk) { img->virtual_size, img->vhdx->logical_sector_size, vhdx_vdisk_read, NULL };
         } else {
-                foreign = foreign_format(head, n_head, img->file_size >= sizeof tail ? tail : NULL);
+                uint64_t at;
+
+                foreign = foreign_format(head, n_head, img->file_size >= sizeof tail ? tail : NULL,
+                                         img->file_size, &at);
                 if (foreign) {
                         char m[128];
-                        snprintf(m, sizeof m, "%s image (signature at offset 0x0): format not supported", foreign);
+                        snprintf(m, sizeof m, "%s image (signature at offset 0x%" PRIx64 "): format not supported",
+                                 foreign, at);
                         return refuse(ret_error, m);
                 }
                 img->format = IMAGE_FORMAT_RAW;
