@@ -231,14 +231,47 @@ static void *queue_worker(void *userdata) {
 
 static void queue_start(PunchQueue *q, int fd, bool dry_run) {
         *q = (PunchQueue) { .fd = fd, .dry_run = dry_run, .undone = UINT64_MAX };
+        pthread_condattr_t attr;
+
         pthread_mutex_init(&q->lock, NULL);
-        pthread_cond_init(&q->changed, NULL);
+        /* Waits for room in the queue are timed on the monotonic clock. */
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&q->changed, &attr);
+        pthread_condattr_destroy(&attr);
         /* Without a thread, punching inline is just slower. */
         q->threaded = pthread_create(&q->thread, NULL, queue_worker, q) == 0;
 }
 
-/* Queues [start, end), or fails with the error of an earlier job. */
-static int queue_submit(PunchQueue *q, uint64_t start, uint64_t end) {
+/* Waits for the worker to make room, calling check() every 50 ms: a chunk
+ * full of small zero runs on a slow file system (every punch a synchronous
+ * discard) must not keep a lease-breaking opener waiting. Called locked;
+ * returns unlocked on a stop. */
+static int queue_wait_room_locked(PunchQueue *q, const ScanControl *c) {
+        while (q->n == PUNCH_QUEUE_MAX && q->error == 0) {
+                struct timespec deadline;
+                int r;
+
+                clock_gettime(CLOCK_MONOTONIC, &deadline);
+                deadline.tv_nsec += 50 * 1000 * 1000;
+                if (deadline.tv_nsec >= 1000 * 1000 * 1000) {
+                        deadline.tv_sec++;
+                        deadline.tv_nsec -= 1000 * 1000 * 1000;
+                }
+                if (pthread_cond_timedwait(&q->changed, &q->lock, &deadline) != ETIMEDOUT)
+                        continue;
+                pthread_mutex_unlock(&q->lock);
+                r = control_check(c);
+                if (r < 0)
+                        return r;
+                pthread_mutex_lock(&q->lock);
+        }
+        return 0;
+}
+
+/* Queues [start, end), or fails with the error of an earlier job or of
+ * check() while waiting for room. */
+static int queue_submit(PunchQueue *q, const ScanControl *c, uint64_t start, uint64_t end) {
         int r;
 
         if (!q->threaded) {
@@ -248,8 +281,9 @@ static int queue_submit(PunchQueue *q, uint64_t start, uint64_t end) {
                 return r;
         }
         pthread_mutex_lock(&q->lock);
-        while (q->n == PUNCH_QUEUE_MAX && q->error == 0)
-                pthread_cond_wait(&q->changed, &q->lock);
+        r = queue_wait_room_locked(q, c);
+        if (r < 0)
+                return r;
         r = q->error;
         if (r == 0) {
                 q->jobs[(q->head + q->n) % PUNCH_QUEUE_MAX] = (Extent) { start, end - start };
@@ -285,7 +319,7 @@ static int run_close(Scanner *s) {
         if (!s->run.open)
                 return 0;
         if (end > start && (s->run.committed || end - start >= s->min_hole)) {
-                r = queue_submit(&s->punches, start, end);
+                r = queue_submit(&s->punches, s->c, start, end);
                 if (r < 0)
                         return r;
         }
@@ -301,7 +335,7 @@ static int run_commit_head(Scanner *s) {
 
         if (!s->run.open || end <= start || (!s->run.committed && end - start < s->min_hole))
                 return 0;
-        r = queue_submit(&s->punches, start, end);
+        r = queue_submit(&s->punches, s->c, start, end);
         if (r < 0)
                 return r;
         s->run.start = end;
