@@ -78,6 +78,18 @@ static const char *foreign_format(const uint8_t *head, size_t n, const uint8_t *
         return NULL;
 }
 
+/* A VHDX whose first bytes were damaged must not pass for a raw image: the
+ * free tier would then look for file systems in its metadata. */
+static bool looks_like_damaged_vhdx(Image *img) {
+        uint8_t sig[4];
+
+        if (img->file_size < 192 * 1024 + 4)
+                return false;
+        if (fd_pread_full(&img->fd, sig, 4, 64 * 1024) < 0 || memcmp(sig, "head", 4) != 0)
+                return false;
+        return fd_pread_full(&img->fd, sig, 4, 192 * 1024) >= 0 && memcmp(sig, "regi", 4) == 0;
+}
+
 static int refuse(char **ret_error, const char *message) {
         if (ret_error)
                 *ret_error = strdup(message);
@@ -124,6 +136,9 @@ int image_open(int fd, Image **ret, char **ret_error) {
         } else {
                 uint64_t at;
 
+                if (looks_like_damaged_vhdx(img))
+                        return refuse(ret_error, "file type identifier at offset 0x0: signature is not \"vhdxfile\", "
+                                      "but a VHDX header and region table follow: a damaged VHDX");
                 foreign = foreign_format(head, n_head, img->file_size >= sizeof tail ? tail : NULL,
                                          img->file_size, &at);
                 if (foreign) {
