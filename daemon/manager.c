@@ -212,26 +212,14 @@ int disk_unsparse_check(Disk *d) {
                 return r;
         if (fstatvfs(fd, &sv) < 0)
                 return -errno;
-        /* Refused up front, so nothing is left half-allocated for lack of space. */
+        /* Refused up front, so nothing is left half-allocated for lack of
+         * space. Filling holes also costs the host file system metadata (a
+         * fragmented image's new extents do not merge with their written
+         * neighbours), hence the margin; unsparse_file() rolls back if even
+         * that was not enough. */
+        need += MAX(UINT64_C(1) << 20, need / 64);
         if ((uint64_t) sv.f_bavail * sv.f_frsize < need)
                 return -ENOSPC;
-        return 0;
-}
-
-int unsparse_file(const char *path) {
-        _cleanup_close_ int fd = -1;
-        struct stat st;
-
-        fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        if (fd < 0)
-                return -errno;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        /* Mode 0 allocates the holes and keeps every byte as it reads. */
-        if (st.st_size > 0 && fallocate(fd, 0, 0, st.st_size) < 0)
-                return -errno;
-        if (fsync(fd) < 0)
-                return -errno;
         return 0;
 }
 
@@ -609,8 +597,12 @@ static void unsparse_finished(Manager *m, Job *j) {
         /* The caller may have gone; its connection then refuses the reply. */
         if (r == -ENOSPC)
                 (void) sd_bus_reply_method_errorf(j->request, VHDRECLAIM_ERROR_NO_SPACE,
-                                                  "The host file system ran out of space re-allocating \"%s\"",
+                                                  "The host file system ran out of space re-allocating \"%s\"; "
+                                                  "the holes filled so far were punched again",
                                                   d->name);
+        else if (r == -EBUSY)
+                (void) sd_bus_reply_method_errorf(j->request, VHDRECLAIM_ERROR_BUSY,
+                                                  "\"%s\" is in use by another process; nothing was changed", d->name);
         else if (r < 0)
                 (void) sd_bus_reply_method_errorf(j->request, VHDRECLAIM_ERROR_FAILED,
                                                   "Re-allocating \"%s\" failed: %s", d->name, strerror(-r));

@@ -198,7 +198,6 @@ bool disk_effective_sparse(const Disk *d);
 int disk_unsparse_check(Disk *d);
 int manager_queue_unsparse(Manager *m, Disk *d, sd_bus_message *request, Job **ret);
 /* The worker's part: fallocate mode 0 over the whole file, then fsync. */
-int unsparse_file(const char *path);
 
 /* Queues a pass; dry_run, discard (_DISCARD_MODE_INVALID: the disk's own)
  * as given. Returns the job (existing one when the disk already has one). */

@@ -306,59 +306,6 @@ static void report_sizes_from_path(PassReport *rep, const char *path) {
         rep->allocated_before = rep->allocated_after = (uint64_t) st.st_blocks * 512;
 }
 
-static int open_nonblocking(const char *path, int flags) {
-        /* O_NOFOLLOW is not used: images are often reached through symlinks.
-         * The lease is what guarantees exclusivity. O_NONBLOCK: an open that
-         * would wait for someone else's lease to break fails instead. */
-        int fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-
-        if (fd < 0)
-                return errno == EWOULDBLOCK ? -EBUSY : -errno;
-        return fd;
-}
-
-static bool same_file(int a, int b) {
-        struct stat sa, sb;
-
-        return fstat(a, &sa) >= 0 && fstat(b, &sb) >= 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
-/* Opens the image and takes the write lease without disturbing anyone.
- * A read-write open breaks other processes' read leases (Samba's oplocks)
- * even when it is non-blocking, so whether the file is free is first asked
- * through a read-only descriptor, whose lease request fails harmlessly when
- * anyone else has the file open. Only then, with nobody there, is it reopened
- * read-write; what remains is the instant between the two opens. */
-static int open_leased(const char *path, bool writable, int *ret) {
-        _cleanup_close_ int probe = -1, fd = -1;
-        int r;
-
-        probe = open_nonblocking(path, O_RDONLY);
-        if (probe < 0)
-                return probe;
-        r = guard_acquire(probe);
-        if (r < 0)
-                return r;
-        if (!writable) {
-                *ret = TAKE_FD(probe);
-                return 0;
-        }
-        /* Our own second open would break our own lease: drop it first. */
-        guard_release(probe);
-        fd = open_nonblocking(path, O_RDWR);
-        if (fd < 0)
-                return fd;
-        if (!same_file(probe, fd))
-                return -ESTALE;
-        /* The lease needs this descriptor to be the file's only one. */
-        close(TAKE_FD(probe));
-        r = guard_acquire(fd);
-        if (r < 0)
-                return r;
-        *ret = TAKE_FD(fd);
-        return 0;
-}
-
 static void pass_open_and_run(PassState *s, const char *path) {
         const PassOptions *o = s->o;
         PassReport *rep = s->rep;
@@ -367,7 +314,7 @@ static void pass_open_and_run(PassState *s, const char *path) {
         Image *img = NULL;
         int r;
 
-        r = open_leased(path, !o->dry_run, &fd);
+        r = guard_open_leased(path, !o->dry_run, &fd);
         if (r == -EBUSY) {
                 pass_report_set(rep, PASS_SKIPPED_IN_USE, "another process has the image open");
                 report_sizes_from_path(rep, path);

@@ -12,6 +12,7 @@
 #include "control.h"
 #include "log.h"
 #include "manager.h"
+#include "unsparse.h"
 
 /* Passes and trims run on their own threads, one per running job, so the
  * event loop never waits on image I/O. A thread shares only the Job's atomic
@@ -90,7 +91,7 @@ static void *job_thread(void *userdata) {
         else if (j->kind == JOB_TRIM)
                 job_run_trim(j);
         else
-                j->error = unsparse_file(j->path);
+                j->error = unsparse_file(j->path, &j->cancel);
         atomic_store(&j->finished, true);
         wake_loop(j->manager);
         return NULL;
