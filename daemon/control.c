@@ -42,6 +42,7 @@ struct Connection {
         bool said_hello;
         bool spoke;             /* sent something other than Hello */
         bool kicked;            /* processed once right after its handshake (see on_kick) */
+        sd_event_source *handshake_timer;
 };
 
 static void connection_free(Connection *c) {
@@ -64,6 +65,7 @@ static void connection_free(Connection *c) {
                 sd_bus_close(c->bus);
                 c->bus = sd_bus_unref(c->bus);
         }
+        sd_event_source_disable_unref(c->handshake_timer);
         free(c->groups);
         free(c);
 }
@@ -615,6 +617,22 @@ static int on_kick(sd_event_source *s, void *userdata) {
         return 0;
 }
 
+/* A client that has not said a word this long after connecting (stalled in
+ * the authentication, or never sending anything) gives its descriptor back:
+ * otherwise whoever can connect could fill the daemon's descriptor table. */
+#define HANDSHAKE_TIMEOUT_USEC (30 * USEC_PER_SEC)
+
+static int on_handshake_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Connection *c = userdata;
+
+        if (!c->said_hello && !c->spoke) {
+                log_debug("Dropping control client pid %d: no message %u s after connecting",
+                          (int) c->pid, (unsigned) (HANDSHAKE_TIMEOUT_USEC / USEC_PER_SEC));
+                connection_free(c);
+        }
+        return 0;
+}
+
 static int connection_new(Manager *m, int fd) {
         _cleanup_close_ int cfd = fd;
         Connection *c;
@@ -681,6 +699,10 @@ static int connection_new(Manager *m, int fd) {
         if (r < 0)
                 goto fail;
         r = sd_bus_start(c->bus);
+        if (r < 0)
+                goto fail;
+        r = sd_event_add_time_relative(m->event, &c->handshake_timer, CLOCK_MONOTONIC, HANDSHAKE_TIMEOUT_USEC,
+                                       USEC_PER_SEC, on_handshake_timeout, c);
         if (r < 0)
                 goto fail;
         return 0;

@@ -488,6 +488,26 @@ def test_half_open(tmp):
         s.close()
 
 
+def test_silent_clients_dropped(tmp):
+    """Clients that never finish their handshake give their descriptors back
+    after the daemon's 30 s handshake timeout."""
+    d, base_rss, base_fds = start_daemon(tmp)
+    silent = [connect(d.sock) for _ in range(40)]
+    for i, s in enumerate(silent):
+        s.sendall(HALVES[i % 3])        # stalled inside the authentication
+    wait_for(lambda: n_fds(d.proc.pid) >= base_fds + 40, 10, what="40 silent connections accepted")
+    t0 = time.monotonic()
+    wait_for(lambda: all(closed_by_peer(s, timeout=0.05) for s in silent), 45, interval=1,
+             what="the daemon to drop the silent clients")
+    took = time.monotonic() - t0
+    print(f"     40 clients stalled in the handshake dropped after {took:.0f} s", flush=True)
+    assert took > 20, "dropped too early: a slow client deserves its handshake"
+    for s in silent:
+        s.close()
+    settle(d, base_rss, base_fds, "silent clients dropped")
+    d.stop()
+
+
 # ---------------------------------------------------------------- 1,000 held
 
 def test_1000_connections(tmp):
@@ -651,7 +671,7 @@ if __name__ == "__main__":
     import sys
     atexit.register(report)
     tests = [test_idle, test_oversized, test_malformed, test_half_open, test_1000_connections, test_fd_limit,
-             test_connect_disconnect, test_connect_flood]
+             test_connect_disconnect, test_connect_flood, test_silent_clients_dropped]
     if sys.argv[1:] == ["test_near_limit_message"]:
         tests = [test_near_limit_message]
     main(tests)
