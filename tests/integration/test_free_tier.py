@@ -115,6 +115,17 @@ def headers(image):
     return int(cur.group(2)), cur.group(3)
 
 
+def vhdiinfo_agrees(image, data_write_guid):
+    """libvhdi reads the image after the pass: the same media size as our
+    reader, and the renewed DataWriteGuid (which vhdiinfo calls Identifier)."""
+    out = run("vhdiinfo", image).stdout
+    size = int(re.search(r"Media size\s*:.*\((\d+) bytes\)", out).group(1))
+    ident = re.search(r"Identifier\s*:\s*(\S+)", out).group(1)
+    ours = run(DAEMON, "--inspect", image).stdout
+    assert re.search(r"virtual size\s+%d bytes" % size, ours), (out, ours)
+    assert ident == data_write_guid, (out, data_write_guid)
+
+
 def require(cond, reason):
     if cond:
         return
@@ -156,6 +167,7 @@ class FreeTier(unittest.TestCase):
         self.assertGreater(rep["free_bytes"], 0)
         self.assertGreaterEqual(rep["reclaimed"], rep["free_bytes"] * 0.9)
         seq2, guid2 = headers(vhdx)
+        vhdiinfo_agrees(vhdx, guid2)
         self.assertEqual(seq2, seq + 2, "two-step header update")
         self.assertNotEqual(guid, guid2, "DataWriteGuid renewed")
         verify_ext(self.back_to_raw(vhdx), files)
@@ -335,7 +347,7 @@ class FreeTier(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    for tool in ("qemu-img", "mkfs.ext4", "debugfs", "e2fsck", "sfdisk", "mkswap"):
+    for tool in ("qemu-img", "mkfs.ext4", "debugfs", "e2fsck", "sfdisk", "mkswap", "vhdiinfo"):
         if not shutil.which(tool):
             print("missing %s" % tool)
             sys.exit(1 if IN_CI else 77)
