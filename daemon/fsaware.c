@@ -15,6 +15,7 @@
 #include "fsaware.h"
 #include "log.h"
 #include "macro.h"
+#include "unaligned.h"
 
 /* Enough to see every signature we name: btrfs's superblock magic sits at
  * 64 KiB + 64, swap's at the end of a page of up to 64 KiB. */
@@ -25,18 +26,6 @@
                              EXT2_FEATURE_INCOMPAT_META_BG)
 #define EXT3_RO_COMPAT_KNOWN (EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER | EXT2_FEATURE_RO_COMPAT_LARGE_FILE | \
                               0x0004 /* btree_dir */)
-
-static uint16_t get_le16(const uint8_t *p) {
-        uint16_t v;
-        memcpy(&v, p, sizeof v);
-        return le16toh(v);
-}
-
-static uint32_t get_le32(const uint8_t *p) {
-        uint32_t v;
-        memcpy(&v, p, sizeof v);
-        return le32toh(v);
-}
 
 /* fs_kind_to_string() for messages: never NULL. */
 static const char *kind_name(FsKind k) {

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "macro.h"
 #include "partition.h"
+#include "unaligned.h"
 
 #define MBR_SIGNATURE_OFFSET 510
 #define MBR_ENTRIES_OFFSET 446
@@ -24,24 +25,6 @@
 #define GPT_ENTRY_MIN_SIZE 128
 /* The spec's minimum is 16 KiB; nothing sane comes near this. */
 #define GPT_ENTRY_ARRAY_MAX (4 * MiB)
-
-static uint16_t get_le16(const uint8_t *p) {
-        uint16_t v;
-        memcpy(&v, p, sizeof v);
-        return le16toh(v);
-}
-
-static uint32_t get_le32(const uint8_t *p) {
-        uint32_t v;
-        memcpy(&v, p, sizeof v);
-        return le32toh(v);
-}
-
-static uint64_t get_le64(const uint8_t *p) {
-        uint64_t v;
-        memcpy(&v, p, sizeof v);
-        return le64toh(v);
-}
 
 _printf_(3, 4)
 static int table_fail(PartitionTable *t, int r, const char *format, ...) {

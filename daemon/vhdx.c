@@ -9,6 +9,7 @@
 
 #include "crc32c.h"
 #include "macro.h"
+#include "unaligned.h"
 #include "vhdx.h"
 
 #define HEADER1_OFFSET (64 * KiB)
@@ -26,34 +27,6 @@
 #define GUID_LOGICAL_SECTOR     "8141bf1d-a96f-4709-ba47-f233a8faab5f"
 #define GUID_PHYSICAL_SECTOR    "cda348c7-445d-4471-9cc9-e9885251c556"
 #define GUID_PARENT_LOCATOR     "a8d35f2d-b30b-454d-abf7-d3d84834ab0c"
-
-static uint16_t le16_at(const uint8_t *p) {
-        uint16_t v;
-        memcpy(&v, p, sizeof v);
-        return le16toh(v);
-}
-
-static uint32_t le32_at(const uint8_t *p) {
-        uint32_t v;
-        memcpy(&v, p, sizeof v);
-        return le32toh(v);
-}
-
-static uint64_t le64_at(const uint8_t *p) {
-        uint64_t v;
-        memcpy(&v, p, sizeof v);
-        return le64toh(v);
-}
-
-static void put_le32(uint8_t *p, uint32_t v) {
-        v = htole32(v);
-        memcpy(p, &v, sizeof v);
-}
-
-static void put_le64(uint8_t *p, uint64_t v) {
-        v = htole64(v);
-        memcpy(p, &v, sizeof v);
-}
 
 static bool guid_is(const Guid *g, const char *s) {
         Guid k;
@@ -95,7 +68,7 @@ static void utf16le_to_ascii(const uint8_t *in, size_t n_units, char *out, size_
         size_t o = 0;
 
         for (size_t i = 0; i < n_units && o + 1 < out_size; i++) {
-                uint16_t c = le16_at(in + 2 * i);
+                uint16_t c = get_le16(in + 2 * i);
                 if (c == 0)
                         break;
                 out[o++] = c >= 0x20 && c < 0x7f ? (char) c : '?';
@@ -134,7 +107,7 @@ static void parse_header(VhdxHeader *h, uint64_t offset) {
                 header_invalid(h, "Signature at offset 0x%" PRIx64 " is not \"head\"", offset);
                 return;
         }
-        stored = le32_at(h->raw + 4);
+        stored = get_le32(h->raw + 4);
         memcpy(tmp, h->raw, sizeof tmp);
         memset(tmp + 4, 0, 4);
         computed = crc32c(tmp, sizeof tmp);
@@ -143,14 +116,14 @@ static void parse_header(VhdxHeader *h, uint64_t offset) {
                                offset + 4, stored, computed);
                 return;
         }
-        h->sequence = le64_at(h->raw + 8);
+        h->sequence = get_le64(h->raw + 8);
         memcpy(h->file_write_guid.bytes, h->raw + 16, 16);
         memcpy(h->data_write_guid.bytes, h->raw + 32, 16);
         memcpy(h->log_guid.bytes, h->raw + 48, 16);
-        h->log_version = le16_at(h->raw + 64);
-        h->version = le16_at(h->raw + 66);
-        h->log_length = le32_at(h->raw + 68);
-        h->log_offset = le64_at(h->raw + 72);
+        h->log_version = get_le16(h->raw + 64);
+        h->version = get_le16(h->raw + 66);
+        h->log_length = get_le32(h->raw + 68);
+        h->log_offset = get_le64(h->raw + 72);
         h->valid = true;
 }
 
@@ -232,14 +205,14 @@ static int parse_region_table(const uint8_t *t, uint64_t offset, char *problem, 
                 return -ENOMEM;
         memcpy(tmp, t, VHDX_REGION_TABLE_SIZE);
         memset(tmp + 4, 0, 4);
-        stored = le32_at(t + 4);
+        stored = get_le32(t + 4);
         computed = crc32c(tmp, VHDX_REGION_TABLE_SIZE);
         if (stored != computed) {
                 snprintf(problem, problem_size, "Checksum at offset 0x%" PRIx64 " is 0x%08" PRIx32 ", computed 0x%08" PRIx32,
                          offset + 4, stored, computed);
                 return -EBADMSG;
         }
-        count = le32_at(t + 8);
+        count = get_le32(t + 8);
         if (count > VHDX_MAX_TABLE_ENTRIES) {
                 snprintf(problem, problem_size, "EntryCount at offset 0x%" PRIx64 " is %" PRIu32 ", more than %d",
                          offset + 8, count, VHDX_MAX_TABLE_ENTRIES);
@@ -268,7 +241,7 @@ static int check_region_entry(Vhdx *v, const VhdxRegion *e, uint64_t entry_offse
 }
 
 static int read_region_entries(Vhdx *v, const uint8_t *t, uint64_t table_offset, char **ret_error) {
-        uint32_t count = le32_at(t + 8);
+        uint32_t count = get_le32(t + 8);
         bool have_bat = false, have_metadata = false;
         int r;
 
@@ -280,11 +253,11 @@ static int read_region_entries(Vhdx *v, const uint8_t *t, uint64_t table_offset,
                 const uint8_t *p = t + 16 + 32 * i;
                 uint64_t entry_offset = table_offset + 16 + 32 * i;
                 VhdxRegion *e = &v->regions[i];
-                uint32_t bits = le32_at(p + 28);
+                uint32_t bits = get_le32(p + 28);
 
                 memcpy(e->guid.bytes, p, 16);
-                e->offset = le64_at(p + 16);
-                e->length = le32_at(p + 24);
+                e->offset = get_le64(p + 16);
+                e->length = get_le32(p + 24);
                 e->required = bits & 1;
                 e->name = guid_is(&e->guid, GUID_BAT_REGION) ? "BAT" :
                           guid_is(&e->guid, GUID_METADATA_REGION) ? "metadata" : "unknown";
@@ -448,7 +421,7 @@ static int parse_parent_locator(Vhdx *v, const VhdxSource *src, char **ret_error
         r = source_read(src, buf, m->length, base, "Parent Locator", ret_error);
         if (r < 0)
                 return r;
-        count = le16_at(buf + 18);
+        count = get_le16(buf + 18);
         if (20 + (uint64_t) count * 12 > m->length)
                 return fail(ret_error, -EBADMSG, "Parent Locator KeyValueCount at offset 0x%" PRIx64 " is %u: entries past the item",
                             base + 18, count);
@@ -458,8 +431,8 @@ static int parse_parent_locator(Vhdx *v, const VhdxSource *src, char **ret_error
                 return -ENOMEM;
         for (uint16_t i = 0; i < count; i++) {
                 const uint8_t *e = buf + 20 + 12 * i;
-                uint32_t ko = le32_at(e), vo = le32_at(e + 4);
-                uint16_t kl = le16_at(e + 8), vl = le16_at(e + 10);
+                uint32_t ko = get_le32(e), vo = get_le32(e + 4);
+                uint16_t kl = get_le16(e + 8), vl = get_le16(e + 10);
                 char key[128], value[512];
 
                 if ((uint64_t) ko + kl > m->length || (uint64_t) vo + vl > m->length || kl % 2 || vl % 2) {
@@ -488,13 +461,13 @@ static int read_metadata_items(Vhdx *v, const VhdxSource *src, char **ret_error)
             (r = read_item(v, src, GUID_PAGE83_DATA, "Page 83 Data", v->virtual_disk_id.bytes, 16, true, ret_error)) < 0)
                 return r;
 
-        v->block_size = le32_at(fp);
-        bits = le32_at(fp + 4);
+        v->block_size = get_le32(fp);
+        bits = get_le32(fp + 4);
         v->leave_block_allocated = bits & 1;
         v->has_parent = bits & 2;
-        v->virtual_size = le64_at(vs);
-        v->logical_sector_size = le32_at(ls);
-        v->physical_sector_size = le32_at(ps);
+        v->virtual_size = get_le64(vs);
+        v->logical_sector_size = get_le32(ls);
+        v->physical_sector_size = get_le32(ps);
 
 #define ITEM_AT(g) (v->metadata_offset + find_item(v, g)->offset)
         if (v->block_size < MiB || v->block_size > 256 * MiB || (v->block_size & (v->block_size - 1)))
@@ -528,7 +501,7 @@ static int read_metadata(Vhdx *v, const VhdxSource *src, char **ret_error) {
                 return r;
         if (memcmp(t, "metadata", 8) != 0)
                 return fail(ret_error, -EBADMSG, "metadata table Signature at offset 0x%" PRIx64 " is not \"metadata\"", v->metadata_offset);
-        count = le16_at(t + 10);
+        count = get_le16(t + 10);
         if (count > VHDX_MAX_TABLE_ENTRIES)
                 return fail(ret_error, -EBADMSG, "metadata table EntryCount at offset 0x%" PRIx64 " is %u, more than %d",
                             v->metadata_offset + 10, count, VHDX_MAX_TABLE_ENTRIES);
@@ -540,11 +513,11 @@ static int read_metadata(Vhdx *v, const VhdxSource *src, char **ret_error) {
                 const uint8_t *p = t + 32 + 32 * i;
                 uint64_t entry_offset = v->metadata_offset + 32 + 32 * (uint64_t) i;
                 VhdxMetadataItem *m = &v->items[i];
-                uint32_t bits = le32_at(p + 24);
+                uint32_t bits = get_le32(p + 24);
 
                 memcpy(m->id.bytes, p, 16);
-                m->offset = le32_at(p + 16);
-                m->length = le32_at(p + 20);
+                m->offset = get_le32(p + 16);
+                m->length = get_le32(p + 20);
                 m->is_user = bits & 1;
                 m->is_virtual_disk = bits & 2;
                 m->is_required = bits & 4;
