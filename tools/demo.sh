@@ -39,8 +39,8 @@ qemu-img compare -q disk-before.vhdx disk.vhdx && echo "qemu-img compare: guest 
 step "2. A WSL-style ext4.vhdx: 256 MiB ext4 with 120 MiB of files, 90 MiB of them deleted"
 mkdir tree
 for i in $(seq 1 12); do head -c 10M /dev/urandom > "tree/file$i"; done
-mkfs.ext4 -q -F -d tree -L demo ext4.raw 256M
-for i in $(seq 1 9); do debugfs -w -R "rm /file$i" ext4.raw 2>/dev/null; done
+mkfs.ext4 -q -F -d tree -L demo ext4.raw 256M >/dev/null 2>&1
+for i in $(seq 1 9); do debugfs -w -R "rm /file$i" ext4.raw >/dev/null 2>&1; done
 qemu-img convert -O vhdx -o subformat=dynamic,block_size=1M ext4.raw ext4.vhdx
 usage ext4.vhdx
 
@@ -49,9 +49,9 @@ step "vhdreclaimd --once --json ext4.vhdx (free tier: the guest's free blocks, r
 usage ext4.vhdx
 qemu-img check -q ext4.vhdx && echo "qemu-img check: no errors"
 qemu-img convert -O raw ext4.vhdx after.raw
-e2fsck -fn after.raw >/dev/null && echo "e2fsck -fn: clean"
+e2fsck -fn after.raw >/dev/null 2>&1 && echo "e2fsck -fn: clean"
 for i in 10 11 12; do
-  debugfs -R "dump /file$i check$i" after.raw 2>/dev/null
+  debugfs -R "dump /file$i check$i" after.raw >/dev/null 2>&1
   cmp -s "tree/file$i" "check$i" || { echo "file$i differs!"; exit 1; }
 done
 echo "remaining files: identical"
