@@ -21,6 +21,7 @@
 #include "guard.h"
 #include "macro.h"
 #include "scan.h"
+#include "scratch-dir.h"
 
 /* 64 MiB of pattern data with a 1 MiB zero run at every 4 MiB. */
 #define FILE_SIZE (64 * MiB)
@@ -357,36 +358,8 @@ static void test_reader_breaks_lease_during_scan(void **state) {
         break_during_scan(*state, O_RDONLY, "O_RDONLY");
 }
 
-/* A scratch directory for the whole group: the teardown runs even after a
- * failed test, so nothing is left behind. */
 static int scratch_setup(void **state) {
-        const char *tmp = getenv("TMPDIR") ?: "/var/tmp";
-        char *dir;
-
-        if (asprintf(&dir, "%s/test-guard-XXXXXX", tmp) < 0)
-                return -1;
-        if (!mkdtemp(dir)) {
-                free(dir);
-                return -1;
-        }
-        *state = dir;
-        return 0;
-}
-
-static int scratch_teardown(void **state) {
-        char *dir = *state;
-        struct dirent *de;
-        DIR *d = opendir(dir);
-
-        if (d) {
-                while ((de = readdir(d)))
-                        if (de->d_name[0] != '.')
-                                (void) unlinkat(dirfd(d), de->d_name, 0);
-                closedir(d);
-        }
-        rmdir(dir);
-        free(dir);
-        return 0;
+        return scratch_dir_setup(state, "test-guard");
 }
 
 int main(void) {
@@ -398,5 +371,5 @@ int main(void) {
                 cmocka_unit_test(test_writer_breaks_lease_during_scan),
                 cmocka_unit_test(test_reader_breaks_lease_during_scan),
         };
-        return cmocka_run_group_tests(tests, scratch_setup, scratch_teardown);
+        return cmocka_run_group_tests(tests, scratch_setup, scratch_dir_teardown);
 }
