@@ -86,12 +86,7 @@ def run_round(rnd, d, base, img, slots, duration, stats):
         os.close(fd)
     result, message, rc = job_result(p)
 
-    lost = []
-    with open(img, "rb") as f:
-        for off, data in written.items():
-            f.seek(off)
-            if f.read(len(data)) != data:
-                lost.append(off)
+    lost = test_race.lost_patterns(img, written)
     stats.append({"wait": wait, "written": len(written), "lost": len(lost), "result": result})
     t.check(not lost, f"round {rnd}: {len(written)} patterns written after open, none lost"
             + (f"; lost at {[hex(o) for o in lost[:5]]}" if lost else ""))

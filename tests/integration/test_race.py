@@ -39,6 +39,17 @@ MAX_WAIT = 1.0
 WRITE_FOR = 0.3
 
 
+def lost_patterns(img, written):
+    """Offsets of the written patterns ({offset: bytes}) that do not read back."""
+    lost = []
+    with open(img, "rb") as f:
+        for off, data in written.items():
+            f.seek(off)
+            if f.read(len(data)) != data:
+                lost.append(off)
+    return lost
+
+
 def make_image(work):
     raw = os.path.join(work, "race.raw")
     img = os.path.join(work, "race.vhdx")
@@ -116,12 +127,7 @@ def run_round(rnd, base, slots, duration, work, stats):
     out, err = p.communicate(timeout=120)
     run = oncetest.OnceRun(subprocess.CompletedProcess(p.args, p.returncode, out, err))
 
-    lost = []
-    with open(img, "rb") as f:
-        for off, data in written.items():
-            f.seek(off)
-            if f.read(len(data)) != data:
-                lost.append(off)
+    lost = lost_patterns(img, written)
     result = run.report.get("result")
     stats.append({"wait": wait, "written": len(written), "lost": len(lost), "result": result})
     t.check(not lost, f"round {rnd}: {len(written)} patterns written after open, none lost"
