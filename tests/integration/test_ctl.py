@@ -35,32 +35,9 @@ import tempfile
 import termios
 import time
 
+from oncetest import Checker, skip_or_fail
+
 MiB = 1024 * 1024
-
-
-def in_ci():
-    return os.environ.get("CI") == "true"
-
-
-def skip_or_fail(reason):
-    print(("FAILED (CI): " if in_ci() else "skipping: ") + reason, flush=True)
-    sys.exit(1 if in_ci() else 77)
-
-
-class Checker:
-    def __init__(self):
-        self.failures = []
-
-    def check(self, ok, what):
-        print(("ok     " if ok else "FAILED ") + what, flush=True)
-        if not ok:
-            self.failures.append(what)
-        return ok
-
-    def equal(self, actual, expected, what):
-        ok = actual == expected
-        return self.check(ok, f"{what}: {actual!r}" + ("" if ok else f", expected {expected!r}"))
-
 
 t = Checker()
 
