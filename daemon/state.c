@@ -908,9 +908,16 @@ static int trim_kv(const char *key, size_t klen, const char *value, size_t vlen,
         if (!cur)
                 return -EBADMSG;
         if (key_is(key, klen, "last_result")) {
-                if (vlen > 64 || cur->last_result)
+                int r;
+
+                if (cur->last_result)
                         return -EBADMSG;
-                return unescape_value(value, vlen, &cur->last_result);
+                /* The bound is on the value, not its escaped spelling, which
+                 * formatting may lengthen: what is read must print and read back. */
+                r = unescape_value(value, vlen, &cur->last_result);
+                if (r >= 0 && strlen(cur->last_result) > 64)
+                        r = -EBADMSG;
+                return r;
         }
         if (key_is(key, klen, "last") || key_is(key, klen, "trimmed_last") || key_is(key, klen, "trimmed_total")) {
                 if (parse_u64_strict(value, vlen, &v) < 0)
