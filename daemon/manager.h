@@ -185,6 +185,8 @@ unsigned manager_active_jobs(Manager *m);
 int manager_add_disk(Manager *m, const char *name, const char *path, const char *origin, bool sparse,
                      const ReclaimSettings *settings, Disk **ret);
 void manager_drop_disk(Manager *m, Disk *d);
+/* Frees what the disk owns; the caller has taken it out of the registry. */
+Disk *disk_free(Disk *d);
 
 /* Reads format and virtual size through a read-only descriptor. */
 void disk_probe(Disk *d);
@@ -226,5 +228,5 @@ const char *job_kind_to_string(JobKind k);
 /* Bytes per second since the job started. */
 double job_rate(const Job *j, uint64_t done, uint64_t now);
 
-/* Called on the loop when a job ended (manager.c). */
+/* Called on the loop when a job ended (manager-finish.c). */
 void manager_job_finished(Manager *m, Job *j);

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "manager.h"
+#include "schedule.h"
+#include "watch.h"
+
+/* The job queue: reclaim, trim and set-sparse jobs wait here, oldest first,
+ * until worker.c starts them. */
+
+unsigned manager_active_jobs(Manager *m) {
+        unsigned n = 0;
+
+        for (Job *j = m->jobs; j; j = j->next)
+                if (j->running)
+                        n++;
+        return n;
+}
+
+Job *manager_find_job(Manager *m, uint64_t id) {
+        for (Job *j = m->jobs; j; j = j->next)
+                if (j->id == id)
+                        return j;
+        return NULL;
+}
+
+static void job_append(Manager *m, Job *j) {
+        Job **p = &m->jobs;
+
+        while (*p)
+                p = &(*p)->next;
+        *p = j;
+}
+
+void manager_unlink_job(Manager *m, Job *j) {
+        for (Job **p = &m->jobs; *p; p = &(*p)->next)
+                if (*p == j) {
+                        *p = j->next;
+                        j->next = NULL;
+                        return;
+                }
+}
+
+int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run, DiscardMode discard, Job **ret) {
+        Job *j;
+
+        if (d->job && d->job->kind != JOB_RECLAIM)
+                return -EBUSY;
+        if (d->job) {
+                *ret = d->job;
+                return 0;
+        }
+        j = calloc(1, sizeof *j);
+        if (!j)
+                return -ENOMEM;
+        *j = (Job) { .manager = m, .id = ++m->next_job_id, .kind = JOB_RECLAIM, .trigger = trigger, .disk = d,
+                     .discard_request = discard, .dry_run_request = dry_run };
+        j->target = strdup(d->name);
+        if (!j->target)
+                return job_free(j), -ENOMEM;
+        d->job = j;
+        schedule_disk_cancel(d);
+        watch_disarm_idle(d);
+        job_append(m, j);
+        worker_dispatch(m);
+        manager_state_changed(m);
+        *ret = j;
+        return 0;
+}
+
+void manager_prepare_reclaim(Manager *m, Job *j) {
+        Disk *d = j->disk;
+        DiscardMode discard = j->discard_request >= 0 ? j->discard_request : d->settings.discard;
+        bool dry_run = j->dry_run_request;
+
+        /* sparse=false and discard=none: watched and reported, never modified. */
+        if (!disk_effective_sparse(d) || discard == DISCARD_NONE)
+                dry_run = true;
+        if (discard == DISCARD_NONE)
+                discard = DISCARD_SAFE;
+        free(j->path);
+        j->path = strdup(d->path);
+        j->options = (PassOptions) {
+                .discard = discard,
+                .dry_run = dry_run,
+                .min_hole = d->settings.min_hole,
+                /* Asked for by a person: any win is worth it. */
+                .min_reclaim = j->trigger == TRIGGER_MANUAL ? 0 : d->settings.min_reclaim,
+                .io_limit = d->settings.io_limit,
+                .max_pass_usec = d->settings.max_pass_time_usec,
+                .resume_offset = dry_run ? 0 : d->record.resume_offset,
+        };
+        j->started = true;
+        d->written = false;
+        watch_disarm_idle(d);
+}
+
+/* "/ /home": a trim job's target as ListJobs shows it. */
+static char *join_mount_paths(const TrimMount *tm, size_t n) {
+        size_t len = 1;
+        char *s;
+
+        for (size_t i = 0; i < n; i++)
+                len += strlen(tm[i].path) + 1;
+        s = calloc(1, len);
+        for (size_t i = 0; s && i < n; i++) {
+                if (i > 0)
+                        strcat(s, " ");
+                strcat(s, tm[i].path);
+        }
+        return s;
+}
+
+int manager_queue_unsparse(Manager *m, Disk *d, sd_bus_message *request, Job **ret) {
+        Job *j;
+
+        if (d->job)
+                return -EBUSY;
+        j = calloc(1, sizeof *j);
+        if (!j)
+                return -ENOMEM;
+        *j = (Job) { .manager = m, .id = ++m->next_job_id, .kind = JOB_UNSPARSE, .trigger = TRIGGER_MANUAL,
+                     .disk = d, .started = true };
+        j->target = strdup(d->name);
+        j->path = strdup(d->path);
+        if (!j->target || !j->path)
+                return job_free(j), -ENOMEM;
+        j->request = sd_bus_message_ref(request);
+        d->job = j;
+        schedule_disk_cancel(d);
+        watch_disarm_idle(d);
+        job_append(m, j);
+        worker_dispatch(m);
+        manager_state_changed(m);
+        *ret = j;
+        return 0;
+}
+
+int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, Job **ret) {
+        const TrimConfig *t = &m->config->trim;
+        TrimMount *tm = NULL;
+        size_t n = 0;
+        const char *bad = NULL;
+        Job *j;
+        int r;
+
+        if (n_mounts > 0)
+                r = trim_list_mounts(mounts, n_mounts, &tm, &n, &bad);
+        else if (all || t->all)
+                r = trim_list_all(&tm, &n);
+        else if (t->n_mounts > 0)
+                r = trim_list_mounts(t->mounts, t->n_mounts, &tm, &n, &bad);
+        else
+                return -ENOENT;
+        if (r == -ENOENT)
+                return log_warning_errno(ENXIO, "trim: %s is on no mounted file system", bad ? bad : "?"), -ENXIO;
+        if (r < 0)
+                return r;
+
+        j = calloc(1, sizeof *j);
+        if (!j) {
+                trim_mounts_free(tm, n);
+                return -ENOMEM;
+        }
+        *j = (Job) { .manager = m, .id = ++m->next_job_id, .kind = JOB_TRIM, .trigger = TRIGGER_MANUAL,
+                     .trim_mounts = tm, .n_trim_mounts = n, .trim_chunk = t->chunk,
+                     .trim_pause_usec = t->pause_usec, .started = true };
+        j->trim_results = calloc(MAX(n, 1u), sizeof *j->trim_results);
+        j->target = join_mount_paths(tm, n);
+        if (!j->trim_results || !j->target)
+                return job_free(j), -ENOMEM;
+        job_append(m, j);
+        worker_dispatch(m);
+        manager_state_changed(m);
+        *ret = j;
+        return 0;
+}
+
+int manager_cancel_job(Manager *m, uint64_t id) {
+        Job *j = manager_find_job(m, id);
+
+        if (!j)
+                return -ESRCH;
+        if (j->running) {
+                atomic_store(&j->cancel, true);
+                return 0;
+        }
+        /* Never started: nothing to record but its end. */
+        manager_unlink_job(m, j);
+        j->started = false;
+        manager_job_finished(m, j);
+        manager_state_changed(m);
+        return 0;
+}
