@@ -31,7 +31,7 @@ typedef struct Args {
 static void help(void) {
         printf("Usage:\n"
                "  vhdreclaimd [-c FILE] [--socket PATH] [--state-dir DIR]\n"
-               "  vhdreclaimd --once [--dry-run] [--discard=safe|free] [--force] [--min-hole=SIZE] [--json] IMAGE...\n"
+               "  vhdreclaimd --once [--dry-run] [--discard=safe|free] [--force] [--min-hole=SIZE] [--compact] [--json] IMAGE...\n"
                "  vhdreclaimd --inspect IMAGE\n"
                "  vhdreclaimd --check-config [-c FILE]   (also -n)\n"
                "\n"
@@ -46,6 +46,7 @@ static void help(void) {
                "      --force            with --once: also reclaim fixed disks (LeaveBlockAllocated)\n"
                "      --min-hole=SIZE    with --once: smallest range worth punching (default 64K)\n"
                "      --json             with --once: one JSON object per image\n"
+               "      --compact          with --once: also shrink the VHDX file in place (moves blocks)\n"
                "      --inspect          print an image's layout and exit\n"
                "  -n, --check-config     check the configuration, print it normalised, and exit\n"
                "      --version          print the version\n"
@@ -78,7 +79,7 @@ static int parse_size_arg(const char *s, uint64_t *ret) {
 
 static int parse_args(int argc, char **argv, Args *a) {
         enum { ARG_SOCKET = 0x100, ARG_STATE_DIR, ARG_ONCE, ARG_DRY_RUN, ARG_DISCARD, ARG_FORCE,
-               ARG_MIN_HOLE, ARG_JSON, ARG_INSPECT, ARG_VERSION };
+               ARG_MIN_HOLE, ARG_JSON, ARG_INSPECT, ARG_VERSION, ARG_COMPACT };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "config", required_argument, NULL, 'c' },
@@ -90,6 +91,7 @@ static int parse_args(int argc, char **argv, Args *a) {
                 { "force", no_argument, NULL, ARG_FORCE },
                 { "min-hole", required_argument, NULL, ARG_MIN_HOLE },
                 { "json", no_argument, NULL, ARG_JSON },
+                { "compact", no_argument, NULL, ARG_COMPACT },
                 { "inspect", no_argument, NULL, ARG_INSPECT },
                 { "check-config", no_argument, NULL, 'n' },
                 { "version", no_argument, NULL, ARG_VERSION },
@@ -131,6 +133,9 @@ static int parse_args(int argc, char **argv, Args *a) {
                         break;
                 case ARG_JSON:
                         a->once.json = true;
+                        break;
+                case ARG_COMPACT:
+                        a->once.pass.compact = true;
                         break;
                 case ARG_DISCARD:
                         d = discard_mode_from_string(optarg);

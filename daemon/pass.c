@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "compact.h"
 #include "guard.h"
 #include "log.h"
 #include "macro.h"
@@ -249,6 +250,45 @@ static bool pass_below_threshold(PassState *s, Image *img, const ExtentList *str
         return true;
 }
 
+/* After the tiers: blocks that now read as zeros leave the BAT, live blocks
+ * move down and the file is cut (compact.h). A stop leaves a valid image. */
+static int pass_compact(PassState *s, Image *img, const FreeTier *free_tier) {
+        PassReport *rep = s->rep;
+        CompactControl c = {
+                .dry_run = s->o->dry_run,
+                .check = pass_check,
+                .userdata = s,
+                .known_zero = s->o->dry_run ? &free_tier->file_ranges : NULL,
+        };
+        CompactResult res;
+        const char *why = NULL;
+        int r;
+
+        rep->compact = true;
+        rep->file_size_after = rep->file_size;
+        if (img->format != IMAGE_FORMAT_VHDX)
+                return 0;       /* a raw image has no blocks to move; the tiers did it all */
+        r = compact_vhdx(img->vhdx, s->fd, &c, &res, &why);
+        rep->file_size_after = res.file_size_after;
+        rep->compacted = res.file_size_before - res.file_size_after;
+        rep->blocks_moved = res.blocks_moved;
+        if (r == -EOPNOTSUPP) {
+                rep->compact = false;
+                pass_report_set(rep, img->vhdx->has_parent ? PASS_SKIPPED_DIFFERENCING : PASS_SKIPPED_FIXED,
+                                "not compacted: %s", why);
+                return r;
+        }
+        if (r < 0) {
+                if (r == -EINTR || r == -ECANCELED || r == -ETIME)
+                        report_stop(s, r, "compaction", 0);
+                else
+                        pass_report_set(rep, PASS_ERROR, "compaction stopped at BAT entry %" PRIu64 ": %s; the image is valid",
+                                        res.stop_block, strerror(-r));
+                return r;
+        }
+        return res.blocks_zeroed + res.blocks_moved + res.entries_cleared > 0 || rep->compacted > 0;
+}
+
 static void pass_on_image(PassState *s, Image *img) {
         PassReport *rep = s->rep;
         ExtentList structures = {}, data = {}, stale = {};
@@ -284,7 +324,15 @@ static void pass_on_image(PassState *s, Image *img) {
         if (r < 0)
                 goto finish;    /* run_tiers() reported the stop */
 
-        if (rep->stale_bytes + rep->zero_bytes + rep->free_bytes > 0)
+        bool compacted = false;
+        if (s->o->compact) {
+                r = pass_compact(s, img, &free_tier);
+                if (r < 0)
+                        goto finish;    /* pass_compact() reported it */
+                compacted = r > 0;
+        }
+
+        if (rep->stale_bytes + rep->zero_bytes + rep->free_bytes > 0 || compacted)
                 pass_report_set(rep, PASS_SUCCESS, "%s", free_tier.note ? free_tier.note : "");
         else if (free_tier.skipped_differencing)
                 pass_report_set(rep, PASS_SKIPPED_DIFFERENCING, "%s", free_tier.note);

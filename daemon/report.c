@@ -24,8 +24,12 @@ void report_write_json(const PassReport *r, FILE *f) {
         json_write_string(f, pass_result_to_string(r->result));
         fputs(",\"message\":", f);
         json_write_string(f, r->message);
-        fprintf(f, ",\"duration_ms\":%" PRIu64 ",\"dry_run\":%s,\"resume_offset\":%" PRIu64 "}\n",
+        fprintf(f, ",\"duration_ms\":%" PRIu64 ",\"dry_run\":%s,\"resume_offset\":%" PRIu64,
                 r->duration_ms, r->dry_run ? "true" : "false", r->resume_offset);
+        if (r->compact)
+                fprintf(f, ",\"file_size_after\":%" PRIu64 ",\"compacted\":%" PRIu64 ",\"blocks_moved\":%" PRIu64,
+                        r->file_size_after, r->compacted, r->blocks_moved);
+        fputs("}\n", f);
 }
 
 static void format_bytes(uint64_t n, char *buf, size_t size) {
@@ -55,4 +59,12 @@ void report_write_text(const PassReport *r, FILE *f) {
                 r->dry_run ? "would punch" : "reclaimed",
                 r->dry_run ? "" : rec, st, ze, fr, r->duration_ms,
                 r->message && *r->message ? ": " : "", r->message ? r->message : "");
+        if (r->compact) {
+                char before[32], after[32];
+
+                format_bytes(r->file_size, before, sizeof before);
+                format_bytes(r->file_size_after, after, sizeof after);
+                fprintf(f, "%s: compaction %s file size %s -> %s, %" PRIu64 " blocks moved\n", r->path,
+                        r->dry_run ? "would take the" : "took the", before, after, r->blocks_moved);
+        }
 }

@@ -829,18 +829,19 @@ static int write_header(int fd, VhdxHeader *h, unsigned index, uint64_t sequence
         return 0;
 }
 
-int vhdx_renew_write_guids(Vhdx *v, int fd) {
+/* The current header stays intact until the new one is durable, so a crash in
+ * between leaves the old header current and valid. */
+static int renew_guids(Vhdx *v, int fd, bool data_too) {
         VhdxHeader *cur = &v->headers[v->current];
         unsigned other = 1 - v->current;
         uint64_t seq = cur->sequence;
-        Guid fw, dw;
+        Guid fw, dw = cur->data_write_guid;
         int r;
 
         guid_generate(&fw);
-        guid_generate(&dw);
+        if (data_too)
+                guid_generate(&dw);
 
-        /* The current header stays intact until the new one is durable, so a
-         * crash in between leaves the old header current and valid. */
         v->headers[other] = *cur;
         r = write_header(fd, &v->headers[other], other, seq + 1, &fw, &dw);
         if (r < 0)
@@ -852,6 +853,38 @@ int vhdx_renew_write_guids(Vhdx *v, int fd) {
         v->current = 1 - other;
         v->headers_identical = false;
         return 0;
+}
+
+int vhdx_renew_write_guids(Vhdx *v, int fd) {
+        return renew_guids(v, fd, true);
+}
+
+int vhdx_renew_file_write_guid(Vhdx *v, int fd) {
+        return renew_guids(v, fd, false);
+}
+
+int vhdx_write_bat_entry(Vhdx *v, int fd, uint64_t index, uint64_t entry) {
+        uint8_t raw[8];
+        ssize_t n;
+
+        if (index >= v->bat_entries)
+                return -ERANGE;
+        put_le64(raw, entry);
+        n = pwrite(fd, raw, sizeof raw, (off_t) (v->bat_offset + 8 * index));
+        if (n < 0)
+                return -errno;
+        if (n != sizeof raw)
+                return -EIO;
+        if (!bat_index_is_bitmap(v, index)) {
+                v->payload_state_count[v->bat[index] & 7]--;
+                v->payload_state_count[entry & 7]++;
+        }
+        v->bat[index] = entry;
+        return 0;
+}
+
+bool vhdx_bat_index_is_bitmap(const Vhdx *v, uint64_t index) {
+        return bat_index_is_bitmap(v, index);
 }
 
 const char *vhdx_payload_state_to_string(unsigned state) {
