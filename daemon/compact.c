@@ -10,9 +10,11 @@
 #include "macro.h"
 
 #define COPY_CHUNK MiB
-/* Moves are made durable in groups of about this much data: fewer flushes,
- * while one flush stays short enough for an opener to wait on. */
-#define MOVE_GROUP_BYTES (32 * MiB)
+/* Moves are made durable in groups of at most this much data (and at least
+ * one block): fewer flushes for small blocks, while the host never holds
+ * more than one group of copies besides the image, and one flush stays short
+ * enough for an opener to wait on. */
+#define MOVE_GROUP_BYTES (8 * MiB)
 
 typedef struct Move {
         uint64_t bat_index;
@@ -361,6 +363,11 @@ static int move_group(Vhdx *v, int fd, const Move *moves, size_t n, const Compac
                 (void) punch(fd, moves[i].from, MIN(moves[i].from + v->block_size, v->file_size));
                 res->blocks_moved++;
         }
+        /* Journaling file systems give punched space back when the punch
+         * commits: without this the next group's copies would be allocated
+         * while this group's old places still count as used. */
+        if (fsync(fd) < 0)
+                return -errno;
         return 0;
 }
 
