@@ -143,20 +143,21 @@ int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, Job
         const TrimConfig *t = &m->config->trim;
         TrimMount *tm = NULL;
         size_t n = 0;
-        const char *bad = NULL;
+        _cleanup_free_ char *why = NULL;
         Job *j;
         int r;
 
         if (n_mounts > 0)
-                r = trim_list_mounts(mounts, n_mounts, &tm, &n, &bad);
+                r = trim_list_mounts(mounts, n_mounts, &tm, &n, &why);
         else if (all || t->all)
                 r = trim_list_all(&tm, &n);
         else if (t->n_mounts > 0)
-                r = trim_list_mounts(t->mounts, t->n_mounts, &tm, &n, &bad);
+                r = trim_list_mounts(t->mounts, t->n_mounts, &tm, &n, &why);
         else
                 return -ENOENT;
-        if (r == -ENOENT)
-                return log_warning_errno(ENXIO, "trim: %s is on no mounted file system", bad ? bad : "?"), -ENXIO;
+        if (r == -ENOENT || r == -EINVAL)
+                return log_warning_errno(ENXIO, "trim: %s", why ? why : "a listed path is on no mounted file system"),
+                       -ENXIO;
         if (r < 0)
                 return r;
 

@@ -852,6 +852,17 @@ void trim_status_free(TrimStatus *t, size_t n) {
         free(t);
 }
 
+void trim_status_remove(TrimStatus *t, size_t *n, const char *mount) {
+        for (size_t i = 0; i < *n; i++)
+                if (streq(t[i].mount, mount)) {
+                        free(t[i].mount);
+                        free(t[i].last_result);
+                        memmove(t + i, t + i + 1, (*n - i - 1) * sizeof *t);
+                        (*n)--;
+                        return;
+                }
+}
+
 int trim_status_format(const TrimStatus *t, size_t n, char **ret) {
         _cleanup_free_ char *buf = NULL;
         size_t size = 0;

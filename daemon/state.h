@@ -99,6 +99,8 @@ typedef struct TrimStatus {
 } TrimStatus;
 
 void trim_status_free(TrimStatus *t, size_t n);
+/* Drops mount's entry, if there is one, keeping the others in order. */
+void trim_status_remove(TrimStatus *t, size_t *n, const char *mount);
 int trim_status_format(const TrimStatus *t, size_t n, char **ret);
 int trim_status_parse(const char *text, TrimStatus **ret, size_t *ret_n);
 int state_save_trim(int dir_fd, const TrimStatus *t, size_t n);

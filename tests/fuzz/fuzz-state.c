@@ -88,7 +88,7 @@ static void fuzz_mounts(const char *text, size_t size) {
         char *paths[] = { (char *) "/", (char *) "/home", (char *) "/mnt/a b", (char *) "/srv/x/y" };
         size_t fstab_len = strlen(text);
         const char *mountinfo = fstab_len < size ? text + fstab_len + 1 : "";
-        const char *bad = NULL;
+        char *why = NULL;
         TrimMount *m = NULL;
         size_t n = 0;
 
@@ -98,10 +98,11 @@ static void fuzz_mounts(const char *text, size_t size) {
                 check_mounts(m, n);
         m = NULL;
         n = 0;
-        if (trim_select_listed(paths, 4, mountinfo, &m, &n, &bad) == 0)
+        if (trim_select_listed(paths, 4, mountinfo, &m, &n, &why) == 0)
                 check_mounts(m, n);
         else
                 check(m == NULL || n == 0);
+        free(why);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
