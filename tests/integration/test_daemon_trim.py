@@ -60,9 +60,10 @@ def mount(fstype, backing, mnt):
 
 def fill_and_free(mnt, size):
     path = os.path.join(mnt, "junk")
+    block = os.urandom(MiB)
     with open(path, "wb") as f:
         for _ in range(size // MiB):
-            f.write(os.urandom(MiB))
+            f.write(block)
         os.fsync(f.fileno())
     os.unlink(path)
     os.sync()
@@ -149,7 +150,8 @@ def trim_matches_fstrim(tmp, fstype, chunk, reported_exact=True):
     mount(fstype, a, ma)
     try:
         keep_some(ma, 48 * MiB)
-        fill_and_free(ma, 96 * MiB)
+        # Nearly full, so that freed blocks lie up to the file system's end.
+        fill_and_free(ma, (os.statvfs(ma).f_bavail * os.statvfs(ma).f_frsize) // MiB * MiB - 8 * MiB)
     finally:
         run("umount", ma)
     run("cp", a, b)
