@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -502,146 +501,10 @@ int history_format_line(const PassReport *rep, const char *name, uint64_t start,
         return 0;
 }
 
-/* A reader for the flat objects history_format_line() writes (and nothing
- * fancier): string, number, true/false/null values. */
-typedef struct JsonCursor {
-        const char *p, *end;
-} JsonCursor;
-
-static void json_skip_ws(JsonCursor *c) {
-        while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\r' || *c->p == '\n'))
-                c->p++;
-}
-
-static void utf8_put(char **p, uint32_t cp) {
-        char *o = *p;
-
-        if (cp < 0x80)
-                *o++ = (char) cp;
-        else if (cp < 0x800) {
-                *o++ = (char) (0xc0 | (cp >> 6));
-                *o++ = (char) (0x80 | (cp & 0x3f));
-        } else if (cp < 0x10000) {
-                *o++ = (char) (0xe0 | (cp >> 12));
-                *o++ = (char) (0x80 | ((cp >> 6) & 0x3f));
-                *o++ = (char) (0x80 | (cp & 0x3f));
-        } else {
-                *o++ = (char) (0xf0 | (cp >> 18));
-                *o++ = (char) (0x80 | ((cp >> 12) & 0x3f));
-                *o++ = (char) (0x80 | ((cp >> 6) & 0x3f));
-                *o++ = (char) (0x80 | (cp & 0x3f));
-        }
-        *p = o;
-}
-
-static int json_hex4(JsonCursor *c, uint32_t *ret) {
-        uint32_t v = 0;
-
-        if (c->end - c->p < 4)
-                return -EBADMSG;
-        for (int i = 0; i < 4; i++) {
-                int d = hex_digit(c->p[i]);
-
-                if (d < 0)
-                        return -EBADMSG;
-                v = v * 16 + (uint32_t) d;
-        }
-        c->p += 4;
-        *ret = v;
-        return 0;
-}
-
-static int json_escape_char(JsonCursor *c, char **o) {
-        static const char simple_in[] = "\"\\/bfnrt", simple_out[] = "\"\\/\b\f\n\r\t";
-        const char *s;
-        uint32_t cp, lo;
-
-        if (c->p >= c->end)
-                return -EBADMSG;
-        s = strchr(simple_in, *c->p);
-        if (s && *c->p) {
-                *(*o)++ = simple_out[s - simple_in];
-                c->p++;
-                return 0;
-        }
-        if (*c->p != 'u')
-                return -EBADMSG;
-        c->p++;
-        if (json_hex4(c, &cp) < 0)
-                return -EBADMSG;
-        if (cp >= 0xd800 && cp < 0xdc00) {
-                if (c->end - c->p < 2 || c->p[0] != '\\' || c->p[1] != 'u')
-                        return -EBADMSG;
-                c->p += 2;
-                if (json_hex4(c, &lo) < 0 || lo < 0xdc00 || lo > 0xdfff)
-                        return -EBADMSG;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-        } else if ((cp >= 0xdc00 && cp < 0xe000) || cp == 0)
-                return -EBADMSG;
-        utf8_put(o, cp);
-        return 0;
-}
-
-static int json_string(JsonCursor *c, char **ret) {
-        _cleanup_free_ char *out = NULL;
-        char *o;
-
-        if (c->p >= c->end || *c->p != '"')
-                return -EBADMSG;
-        c->p++;
-        /* Every escape shrinks or keeps the length (\uXXXX: 6 bytes -> at most 4). */
-        out = o = malloc((size_t) (c->end - c->p) + 1);
-        if (!out)
-                return -ENOMEM;
-        for (;;) {
-                if (c->p >= c->end)
-                        return -EBADMSG;
-                if (*c->p == '"') {
-                        c->p++;
-                        break;
-                }
-                if ((unsigned char) *c->p < 0x20 || *c->p == 0)
-                        return -EBADMSG;
-                if (*c->p == '\\') {
-                        c->p++;
-                        if (json_escape_char(c, &o) < 0)
-                                return -EBADMSG;
-                        continue;
-                }
-                *o++ = *c->p++;
-        }
-        *o = 0;
-        *ret = TAKE_PTR(out);
-        return 0;
-}
-
-/* Non-negative integers only (all our numbers are); other literals skipped. */
-static int json_scalar(JsonCursor *c, bool *is_number, uint64_t *ret) {
-        const char *s = c->p;
-
-        *is_number = false;
-        while (c->p < c->end && (isalnum((unsigned char) *c->p) || *c->p == '-' || *c->p == '+' || *c->p == '.'))
-                c->p++;
-        if (c->p == s)
-                return -EBADMSG;
-        if ((size_t) (c->p - s) == 4 && (memcmp(s, "true", 4) == 0 || memcmp(s, "null", 4) == 0))
-                return 0;
-        if ((size_t) (c->p - s) == 5 && memcmp(s, "false", 5) == 0)
-                return 0;
-        if (parse_u64_strict(s, (size_t) (c->p - s), ret) < 0)
-                return -EBADMSG;
-        *is_number = true;
-        return 0;
-}
-
-static int history_set_string(HistoryEntry *e, const char *key, char **value) {
-        char **slot = streq(key, "name") ? &e->name : streq(key, "path") ? &e->path :
-                      streq(key, "result") ? &e->result : streq(key, "message") ? &e->message :
-                      streq(key, "discard") ? &e->discard : NULL;
-
-        if (slot && !*slot)
-                *slot = TAKE_PTR(*value);
-        return 0;
+static char **history_string_slot(HistoryEntry *e, const char *key) {
+        return streq(key, "name") ? &e->name : streq(key, "path") ? &e->path :
+               streq(key, "result") ? &e->result : streq(key, "message") ? &e->message :
+               streq(key, "discard") ? &e->discard : NULL;
 }
 
 static void history_set_number(HistoryEntry *e, const char *key, uint64_t v) {
@@ -659,65 +522,23 @@ static void history_set_number(HistoryEntry *e, const char *key, uint64_t v) {
                 e->free_bytes = v;
 }
 
-static int history_parse_members(JsonCursor *c, HistoryEntry *e) {
-        json_skip_ws(c);
-        if (c->p < c->end && *c->p == '}') {
-                c->p++;
-                return 0;
-        }
-        for (;;) {
-                _cleanup_free_ char *key = NULL, *sval = NULL;
-                bool is_number;
-                uint64_t n = 0;
-                int r;
+/* Of a member given twice the first counts; unknown members are ignored. */
+static int history_member(const char *key, JsonValue *v, void *userdata) {
+        HistoryEntry *e = userdata;
+        char **slot;
 
-                json_skip_ws(c);
-                r = json_string(c, &key);
-                if (r < 0)
-                        return r;
-                json_skip_ws(c);
-                if (c->p >= c->end || *c->p != ':')
-                        return -EBADMSG;
-                c->p++;
-                json_skip_ws(c);
-                if (c->p < c->end && *c->p == '"') {
-                        r = json_string(c, &sval);
-                        if (r < 0)
-                                return r;
-                        history_set_string(e, key, &sval);
-                } else {
-                        r = json_scalar(c, &is_number, &n);
-                        if (r < 0)
-                                return r;
-                        if (is_number)
-                                history_set_number(e, key, n);
-                }
-                json_skip_ws(c);
-                if (c->p < c->end && *c->p == ',') {
-                        c->p++;
-                        continue;
-                }
-                if (c->p < c->end && *c->p == '}') {
-                        c->p++;
-                        return 0;
-                }
-                return -EBADMSG;
-        }
+        if (v->type == JSON_NUMBER)
+                history_set_number(e, key, v->number);
+        else if (v->type == JSON_STRING && (slot = history_string_slot(e, key)) && !*slot)
+                *slot = TAKE_PTR(v->string);
+        return 0;
 }
 
 int history_parse_line(const char *line, size_t len, HistoryEntry *ret) {
-        JsonCursor c = { line, line + len };
         HistoryEntry e = {};
         int r;
 
-        json_skip_ws(&c);
-        if (c.p >= c.end || *c.p != '{')
-                return -EBADMSG;
-        c.p++;
-        r = history_parse_members(&c, &e);
-        json_skip_ws(&c);
-        if (r >= 0 && c.p != c.end)
-                r = -EBADMSG;
+        r = json_parse_flat_object(line, len, history_member, &e);
         if (r >= 0 && (!e.name || !e.result || pass_result_from_string(e.result) == (PassResult) -1))
                 r = -EBADMSG;
         if (r < 0) {
