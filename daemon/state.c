@@ -18,11 +18,13 @@
 
 #define STATE_VERSION "1"
 #define HISTORY_FILE "history.jsonl"
+#define HISTORY_OLD_FILE "history.jsonl.1"
 #define TRIM_FILE "trim.state"
 #define DISKS_DIR "disks"
-/* History is read whole for a query; beyond this only its tail is read. */
-#define HISTORY_READ_MAX (64u * 1024u * 1024u)
 #define HISTORY_LINE_MAX (16u * 1024u)
+/* A history query reads in blocks this large: several lines, and more than
+ * the longest line. */
+#define HISTORY_BLOCK (64u * 1024u)
 
 void disk_record_init(DiskRecord *r) {
         *r = (DiskRecord) { .last_result = -1, .format = -1, .sparse_override = -1 };
@@ -559,13 +561,28 @@ int history_parse_line(const char *line, size_t len, HistoryEntry *ret) {
         return 0;
 }
 
-int state_append_history(int dir_fd, const char *line) {
+int state_append_history_max(int dir_fd, const char *line, uint64_t max_bytes) {
         _cleanup_close_ int fd = -1;
         size_t len = strlen(line);
+        struct stat st;
 
         fd = openat(dir_fd, HISTORY_FILE, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
         if (fd < 0)
                 return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        /* Full: the file becomes the one rotated file (replacing the one
+         * before) and a new one starts, so at most twice max_bytes are kept
+         * and a query reads at most that. A crash between the rename and the
+         * first write leaves only the rotated file: still a valid history. */
+        if (st.st_size > 0 && (uint64_t) st.st_size + len > max_bytes) {
+                if (renameat(dir_fd, HISTORY_FILE, dir_fd, HISTORY_OLD_FILE) < 0)
+                        return -errno;
+                close(TAKE_FD(fd));
+                fd = openat(dir_fd, HISTORY_FILE, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+                if (fd < 0)
+                        return -errno;
+        }
         /* One write of one line: O_APPEND keeps lines whole. */
         if (write(fd, line, len) != (ssize_t) len)
                 return errno > 0 ? -errno : -EIO;
@@ -574,92 +591,181 @@ int state_append_history(int dir_fd, const char *line) {
         return 0;
 }
 
-static int history_read_tail(int dir_fd, char **ret, size_t *ret_len) {
+int state_append_history(int dir_fd, const char *line) {
+        return state_append_history_max(dir_fd, line, STATE_HISTORY_ROTATE_BYTES);
+}
+
+/* A query reads the files from their ends, newest line first, and stops at
+ * `limit` matches or after the budget: its cost is bounded whatever the
+ * files' size, and for one image with a limit it is what lies between the
+ * end and that image's last passes. A line is parsed only when it contains
+ * the name as the writer spells it, so other images' lines cost a memmem. */
+typedef struct HistoryQuery {
+        const char *name;               /* NULL: every image */
+        char *needle;                   /* "name":"NAME" as JSON, or NULL */
+        size_t needle_len;
+        unsigned limit;                 /* 0: everything within the budget */
+        uint64_t budget;                /* bytes still to be read */
+        HistoryEntry *items;            /* newest first while collecting */
+        size_t n, allocated;
+} HistoryQuery;
+
+static void history_query_done(HistoryQuery *q) {
+        free(q->needle);
+        history_entries_free(q->items, q->n);
+}
+
+static bool history_query_full(const HistoryQuery *q) {
+        return (q->limit > 0 && q->n >= q->limit) || q->budget == 0;
+}
+
+static int history_query_line(HistoryQuery *q, const char *line, size_t len) {
+        HistoryEntry e;
+
+        if (len == 0 || len > HISTORY_LINE_MAX || (q->limit > 0 && q->n >= q->limit))
+                return 0;
+        if (q->needle && !memmem(line, len, q->needle, q->needle_len))
+                return 0;
+        if (history_parse_line(line, len, &e) < 0)
+                return 0;       /* malformed lines are skipped */
+        if (q->name && !streq(e.name, q->name)) {
+                history_entry_done(&e);
+                return 0;
+        }
+        if (q->n == q->allocated) {
+                size_t na = q->allocated ? q->allocated * 2 : 16;
+                HistoryEntry *ne = reallocarray(q->items, na, sizeof *ne);
+
+                if (!ne) {
+                        history_entry_done(&e);
+                        return -ENOMEM;
+                }
+                q->items = ne;
+                q->allocated = na;
+        }
+        q->items[q->n++] = e;
+        return 0;
+}
+
+/* The lines of buf[0..len), last first; returns the length of the leading
+ * fragment left over (the tail of a line that began before buf). With
+ * *skip_tail set, the trailing piece belongs to an overlong line and is
+ * dropped. */
+static int history_query_block(HistoryQuery *q, const char *buf, size_t len, bool *skip_tail, size_t *ret_left) {
+        size_t line_end = len;
+        int r;
+
+        for (size_t i = len; i > 0 && !history_query_full(q); i--) {
+                if (buf[i - 1] != '\n')
+                        continue;
+                if (*skip_tail)
+                        *skip_tail = false;
+                else {
+                        r = history_query_line(q, buf + i, line_end - i);
+                        if (r < 0)
+                                return r;
+                }
+                line_end = i - 1;
+        }
+        *ret_left = line_end;
+        return 0;
+}
+
+static int history_query_file(HistoryQuery *q, int dir_fd, const char *filename) {
         _cleanup_close_ int fd = -1;
         _cleanup_free_ char *buf = NULL;
+        bool skip_tail = false;
         struct stat st;
-        off_t from;
-        size_t len, got = 0;
+        uint64_t end;
+        int r;
 
-        fd = openat(dir_fd, HISTORY_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        fd = openat(dir_fd, filename, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd < 0)
-                return -errno;
+                return errno == ENOENT ? 0 : -errno;
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode))
                 return -EBADMSG;
-        from = st.st_size > (off_t) HISTORY_READ_MAX ? st.st_size - (off_t) HISTORY_READ_MAX : 0;
-        len = (size_t) (st.st_size - from);
-        buf = malloc(len + 1);
+        buf = malloc(HISTORY_BLOCK);
         if (!buf)
                 return -ENOMEM;
-        while (got < len) {
-                ssize_t n = pread(fd, buf + got, len - got, from + (off_t) got);
+
+        for (end = (uint64_t) st.st_size; end > 0 && !history_query_full(q);) {
+                size_t len = (size_t) MIN(MIN((uint64_t) HISTORY_BLOCK, end), q->budget), left;
+                uint64_t start = end - len;
+                ssize_t n = pread(fd, buf, len, (off_t) start);
 
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n < 0)
                         return -errno;
-                if (n == 0)
-                        break;
-                got += (size_t) n;
+                if ((size_t) n != len)
+                        return -EIO;    /* shrank under us: not ours to write */
+                q->budget -= len;
+                r = history_query_block(q, buf, len, &skip_tail, &left);
+                if (r < 0)
+                        return r;
+                if (start == 0) {
+                        /* The first line of the file starts here. */
+                        if (!skip_tail)
+                                r = history_query_line(q, buf, left);
+                        return r;
+                }
+                if (left == len) {
+                        /* No line break in a whole block: a line longer
+                         * than any we write; drop it. */
+                        skip_tail = true;
+                        end = start;
+                } else
+                        /* Read the leading fragment again, whole, with its start. */
+                        end = start + left;
         }
-        buf[got] = 0;
+        return 0;
+}
+
+static int history_needle(const char *name, char **ret, size_t *ret_len) {
+        _cleanup_free_ char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+
+        if (!f)
+                return -ENOMEM;
+        fputs("\"name\":", f);
+        json_write_string(f, name);
+        if (fclose(f) != 0)
+                return -ENOMEM;
+        *ret_len = size;
         *ret = TAKE_PTR(buf);
-        *ret_len = got;
         return 0;
 }
 
 int state_read_history(int dir_fd, const char *name, unsigned limit, HistoryEntry **ret, size_t *ret_n) {
-        _cleanup_free_ char *buf = NULL;
-        HistoryEntry *entries = NULL;
-        size_t len = 0, n = 0, allocated = 0;
-        const char *p, *end;
-        int r;
+        HistoryQuery q = { .limit = limit, .budget = STATE_HISTORY_READ_MAX };
+        int r = 0;
 
-        r = history_read_tail(dir_fd, &buf, &len);
-        if (r == -ENOENT) {
-                *ret = NULL;
-                *ret_n = 0;
-                return 0;
+        if (name && *name) {
+                q.name = name;
+                r = history_needle(name, &q.needle, &q.needle_len);
         }
-        if (r < 0)
+        if (r >= 0)
+                r = history_query_file(&q, dir_fd, HISTORY_FILE);
+        if (r >= 0 && !history_query_full(&q))
+                r = history_query_file(&q, dir_fd, HISTORY_OLD_FILE);
+        if (r < 0) {
+                history_query_done(&q);
                 return r;
-
-        for (p = buf, end = buf + len; p < end;) {
-                const char *eol = memchr(p, '\n', (size_t) (end - p));
-                size_t l = eol ? (size_t) (eol - p) : (size_t) (end - p);
-                HistoryEntry e;
-
-                if (l > 0 && l <= HISTORY_LINE_MAX && history_parse_line(p, l, &e) >= 0) {
-                        if (name && *name && !streq(e.name, name))
-                                history_entry_done(&e);
-                        else {
-                                if (limit > 0 && n == limit) {
-                                        /* Keep the newest: drop the oldest. */
-                                        history_entry_done(&entries[0]);
-                                        memmove(entries, entries + 1, (n - 1) * sizeof *entries);
-                                        n--;
-                                }
-                                if (n == allocated) {
-                                        size_t na = allocated ? allocated * 2 : 16;
-                                        HistoryEntry *ne = reallocarray(entries, na, sizeof *ne);
-
-                                        if (!ne) {
-                                                history_entry_done(&e);
-                                                history_entries_free(entries, n);
-                                                return -ENOMEM;
-                                        }
-                                        entries = ne;
-                                        allocated = na;
-                                }
-                                entries[n++] = e;
-                        }
-                }
-                p = eol ? eol + 1 : end;
         }
-        *ret = entries;
-        *ret_n = n;
+        /* Oldest first. */
+        for (size_t i = 0; i < q.n / 2; i++) {
+                HistoryEntry t = q.items[i];
+
+                q.items[i] = q.items[q.n - 1 - i];
+                q.items[q.n - 1 - i] = t;
+        }
+        *ret = TAKE_PTR(q.items);
+        *ret_n = q.n;
+        q.n = 0;
+        history_query_done(&q);
         return 0;
 }
 
