@@ -23,7 +23,7 @@
 #define DISKS_DIR "disks"
 #define HISTORY_LINE_MAX (16u * 1024u)
 /* A history query reads in blocks this large: several lines, and more than
- * the longest line. */
+ * the longest line (see state_read_history_block()). */
 #define HISTORY_BLOCK (64u * 1024u)
 
 void disk_record_init(DiskRecord *r) {
@@ -606,6 +606,7 @@ typedef struct HistoryQuery {
         size_t needle_len;
         unsigned limit;                 /* 0: everything within the budget */
         uint64_t budget;                /* bytes still to be read */
+        size_t block;                   /* bytes per read */
         HistoryEntry *items;            /* newest first while collecting */
         size_t n, allocated;
 } HistoryQuery;
@@ -686,12 +687,12 @@ static int history_query_file(HistoryQuery *q, int dir_fd, const char *filename)
                 return -errno;
         if (!S_ISREG(st.st_mode))
                 return -EBADMSG;
-        buf = malloc(HISTORY_BLOCK);
+        buf = malloc(q->block);
         if (!buf)
                 return -ENOMEM;
 
         for (end = (uint64_t) st.st_size; end > 0 && !history_query_full(q);) {
-                size_t len = (size_t) MIN(MIN((uint64_t) HISTORY_BLOCK, end), q->budget), left;
+                size_t len = (size_t) MIN(MIN((uint64_t) q->block, end), q->budget), left;
                 uint64_t start = end - len;
                 ssize_t n = pread(fd, buf, len, (off_t) start);
 
@@ -739,10 +740,13 @@ static int history_needle(const char *name, char **ret, size_t *ret_len) {
         return 0;
 }
 
-int state_read_history(int dir_fd, const char *name, unsigned limit, HistoryEntry **ret, size_t *ret_n) {
-        HistoryQuery q = { .limit = limit, .budget = STATE_HISTORY_READ_MAX };
+int state_read_history_block(int dir_fd, const char *name, unsigned limit, size_t block, HistoryEntry **ret,
+                             size_t *ret_n) {
+        HistoryQuery q = { .limit = limit, .budget = STATE_HISTORY_READ_MAX, .block = block };
         int r = 0;
 
+        if (block < 2)
+                return -EINVAL;
         if (name && *name) {
                 q.name = name;
                 r = history_needle(name, &q.needle, &q.needle_len);
@@ -767,6 +771,10 @@ int state_read_history(int dir_fd, const char *name, unsigned limit, HistoryEntr
         q.n = 0;
         history_query_done(&q);
         return 0;
+}
+
+int state_read_history(int dir_fd, const char *name, unsigned limit, HistoryEntry **ret, size_t *ret_n) {
+        return state_read_history_block(dir_fd, name, limit, HISTORY_BLOCK, ret, ret_n);
 }
 
 /* ---- trim status ---- */

@@ -103,6 +103,11 @@ int state_append_history_max(int dir_fd, const char *line, uint64_t max_bytes);
  * rotated one), at most STATE_HISTORY_READ_MAX bytes of it. Malformed and
  * overlong lines are skipped. */
 int state_read_history(int dir_fd, const char *name, unsigned limit, HistoryEntry **ret, size_t *ret_n);
+/* The same, reading `block` bytes at a time (the daemon: 64 KiB), for the
+ * fuzzer. Beside the 16 KiB bound, a line is skipped when it does not fit in
+ * a block with the line break before it (the file's first line: in a block). */
+int state_read_history_block(int dir_fd, const char *name, unsigned limit, size_t block, HistoryEntry **ret,
+                             size_t *ret_n);
 
 /* ---- trim status ---- */
 
