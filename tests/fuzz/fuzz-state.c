@@ -116,18 +116,28 @@ static void fuzz_mounts(const char *text, size_t size) {
         free(why);
 }
 
-/* One directory for the history files, made once, emptied per input. */
+/* One directory for the history files, made once, emptied per input,
+ * removed at exit. */
+static char history_dir_path[] = "/dev/shm/fuzz-state-XXXXXX";
+static int history_dir_fd = -1;
+
+static void history_dir_remove(void) {
+        (void) unlinkat(history_dir_fd, "history.jsonl", 0);
+        (void) unlinkat(history_dir_fd, "history.jsonl.1", 0);
+        (void) rmdir(history_dir_path);
+}
+
 static int history_dir(void) {
-        static int fd = -1;
-        static char dir[] = "/dev/shm/fuzz-state-XXXXXX";
+        int fd = history_dir_fd;
 
         if (fd < 0) {
-                if (!mkdtemp(dir)) {
-                        strcpy(dir, "/tmp/fuzz-state-XXXXXX");
-                        check(mkdtemp(dir));
+                if (!mkdtemp(history_dir_path)) {
+                        strcpy(history_dir_path, "/tmp/fuzz-state-XXXXXX");
+                        check(mkdtemp(history_dir_path));
                 }
-                fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                fd = history_dir_fd = open(history_dir_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                 check(fd >= 0);
+                atexit(history_dir_remove);
         }
         (void) unlinkat(fd, "history.jsonl", 0);
         (void) unlinkat(fd, "history.jsonl.1", 0);
