@@ -656,9 +656,9 @@ static int history_query_block(HistoryQuery *q, const char *buf, size_t len, boo
         size_t line_end = len;
         int r;
 
-        for (size_t i = len; i > 0 && !history_query_full(q); i--) {
-                if (buf[i - 1] != '\n')
-                        continue;
+        for (const char *nl; line_end > 0 && !history_query_full(q) && (nl = memrchr(buf, '\n', line_end));) {
+                size_t i = (size_t) (nl - buf) + 1;
+
                 if (*skip_tail)
                         *skip_tail = false;
                 else {

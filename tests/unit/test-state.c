@@ -390,6 +390,20 @@ static void test_history_big_file_rotated_and_bounded(void **state) {
         print_message("history of one image behind 10 MiB of others: %.3f ms\n", took * 1e3);
         assert_true(took < 0.1);
 
+        /* The worst cases stay bounded: an image with no pass scans the
+         * whole budget with memmem; every image parses all of it. */
+        t0 = now_sec();
+        assert_int_equal(state_read_history(f->fd, "nosuch", 1, &e, &n), 0);
+        took = now_sec() - t0;
+        assert_int_equal(n, 0);
+        free(e);
+        print_message("history of an image without passes (8 MiB scanned): %.3f ms\n", took * 1e3);
+        t0 = now_sec();
+        assert_int_equal(state_read_history(f->fd, "", 0, &e, &n), 0);
+        took = now_sec() - t0;
+        print_message("history of every image (%zu passes, 8 MiB parsed): %.3f ms\n", n, took * 1e3);
+        history_entries_free(e, n);
+
         /* Newest first across both files, oldest first in the answer. */
         assert_int_equal(state_read_history(f->fd, NULL, 3, &e, &n), 0);
         assert_int_equal(n, 3);
