@@ -18,6 +18,7 @@
 #include "image.h"
 #include "log.h"
 #include "state.h"
+#include "trim.h"
 #include "vhdreclaim-bus.h"
 
 /* A client that does not read its replies and signals gets dropped once
@@ -327,6 +328,24 @@ static int method_reclaim(sd_bus_message *msg, void *userdata, sd_bus_error *err
         return sd_bus_send(NULL, reply, NULL);
 }
 
+/* Refuses, with the reason, a listed path that is missing or no mount point
+ * (FITRIM would trim the whole file system that holds it). */
+static int check_trim_paths(char **mounts, sd_bus_error *error) {
+        _cleanup_free_ char *why = NULL;
+        TrimMount *tm = NULL;
+        size_t n = 0;
+        int r;
+
+        if (strv_length(mounts) == 0)
+                return 0;
+        r = trim_list_mounts(mounts, strv_length(mounts), &tm, &n, &why);
+        trim_mounts_free(tm, n);
+        if (r == -ENOENT || r == -EINVAL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s",
+                                         why ? why : "A listed path is on no mounted file system");
+        return r < 0 ? r : 0;
+}
+
 static int method_trim(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Connection *c = userdata;
         _cleanup_strv_free_ char **mounts = NULL;
@@ -345,6 +364,9 @@ static int method_trim(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         for (char **p = mounts; p && *p; p++)
                 if (**p != '/')
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Not an absolute path: \"%s\"", *p);
+        r = check_trim_paths(mounts, error);
+        if (r < 0)
+                return r;
         r = manager_queue_trim(c->manager, mounts, strv_length(mounts), all, &j);
         if (r == -ENOENT)
                 /* Nothing configured is not a failure: the weekly timer's

@@ -63,11 +63,14 @@ static void record_pass(Disk *d, const Job *j) {
         r->reclaimed_last = rep->reclaimed;
         r->reclaimed_total += rep->reclaimed;
         r->passes++;
-        if (rep->result == PASS_SUCCESS || rep->result == PASS_NOTHING_TO_DO) {
+        /* Every pass that did not fail says where the next one resumes:
+         * further on (stopped by maxPassTime, cancel or shutdown), 0 after a
+         * whole round (skipped-threshold included), or where it started. */
+        if (!pass_result_is_failure(rep->result))
                 r->resume_offset = rep->resume_offset;
-                if (rep->resume_offset == 0)
-                        r->reclaimable = 0;
-        } else if (rep->result == PASS_SKIPPED_THRESHOLD)
+        if ((rep->result == PASS_SUCCESS || rep->result == PASS_NOTHING_TO_DO) && rep->resume_offset == 0)
+                r->reclaimable = 0;
+        else if (rep->result == PASS_SKIPPED_THRESHOLD)
                 r->reclaimable = found;
 }
 
@@ -145,7 +148,7 @@ static void trim_finished(Manager *m, Job *j) {
 
         for (size_t i = 0; j->started && i < j->n_trim_mounts; i++) {
                 const TrimResult *res = &j->trim_results[i];
-                TrimStatus *t = trim_status_for(m, j->trim_mounts[i].path);
+                TrimStatus *t = NULL;
                 const char *result = res->error == 0 ? "success" : res->error == -ECANCELED ? "cancelled" : "error";
 
                 total += res->trimmed;
@@ -154,6 +157,12 @@ static void trim_finished(Manager *m, Job *j) {
                         fprintf(f, "%s%s: %s, %" PRIu64 " bytes trimmed%s%s", i ? "; " : "", j->trim_mounts[i].path,
                                 result, res->trimmed, res->error && res->error != -ECANCELED ? ": " : "",
                                 res->error && res->error != -ECANCELED ? strerror(-res->error) : "");
+                /* The mount is gone (or no longer a mount point): no series
+                 * for it, in the status or the metrics, from now on. */
+                if (res->error == -ENOENT)
+                        trim_status_remove(m->trim_status, &m->n_trim_status, j->trim_mounts[i].path);
+                else
+                        t = trim_status_for(m, j->trim_mounts[i].path);
                 if (!t)
                         continue;
                 t->last = j->start_realtime;

@@ -1,5 +1,4 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -19,11 +18,13 @@
 
 #define STATE_VERSION "1"
 #define HISTORY_FILE "history.jsonl"
+#define HISTORY_OLD_FILE "history.jsonl.1"
 #define TRIM_FILE "trim.state"
 #define DISKS_DIR "disks"
-/* History is read whole for a query; beyond this only its tail is read. */
-#define HISTORY_READ_MAX (64u * 1024u * 1024u)
 #define HISTORY_LINE_MAX (16u * 1024u)
+/* A history query reads in blocks this large: several lines, and more than
+ * the longest line (see state_read_history_block()). */
+#define HISTORY_BLOCK (64u * 1024u)
 
 void disk_record_init(DiskRecord *r) {
         *r = (DiskRecord) { .last_result = -1, .format = -1, .sparse_override = -1 };
@@ -502,146 +503,10 @@ int history_format_line(const PassReport *rep, const char *name, uint64_t start,
         return 0;
 }
 
-/* A reader for the flat objects history_format_line() writes (and nothing
- * fancier): string, number, true/false/null values. */
-typedef struct JsonCursor {
-        const char *p, *end;
-} JsonCursor;
-
-static void json_skip_ws(JsonCursor *c) {
-        while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\r' || *c->p == '\n'))
-                c->p++;
-}
-
-static void utf8_put(char **p, uint32_t cp) {
-        char *o = *p;
-
-        if (cp < 0x80)
-                *o++ = (char) cp;
-        else if (cp < 0x800) {
-                *o++ = (char) (0xc0 | (cp >> 6));
-                *o++ = (char) (0x80 | (cp & 0x3f));
-        } else if (cp < 0x10000) {
-                *o++ = (char) (0xe0 | (cp >> 12));
-                *o++ = (char) (0x80 | ((cp >> 6) & 0x3f));
-                *o++ = (char) (0x80 | (cp & 0x3f));
-        } else {
-                *o++ = (char) (0xf0 | (cp >> 18));
-                *o++ = (char) (0x80 | ((cp >> 12) & 0x3f));
-                *o++ = (char) (0x80 | ((cp >> 6) & 0x3f));
-                *o++ = (char) (0x80 | (cp & 0x3f));
-        }
-        *p = o;
-}
-
-static int json_hex4(JsonCursor *c, uint32_t *ret) {
-        uint32_t v = 0;
-
-        if (c->end - c->p < 4)
-                return -EBADMSG;
-        for (int i = 0; i < 4; i++) {
-                int d = hex_digit(c->p[i]);
-
-                if (d < 0)
-                        return -EBADMSG;
-                v = v * 16 + (uint32_t) d;
-        }
-        c->p += 4;
-        *ret = v;
-        return 0;
-}
-
-static int json_escape_char(JsonCursor *c, char **o) {
-        static const char simple_in[] = "\"\\/bfnrt", simple_out[] = "\"\\/\b\f\n\r\t";
-        const char *s;
-        uint32_t cp, lo;
-
-        if (c->p >= c->end)
-                return -EBADMSG;
-        s = strchr(simple_in, *c->p);
-        if (s && *c->p) {
-                *(*o)++ = simple_out[s - simple_in];
-                c->p++;
-                return 0;
-        }
-        if (*c->p != 'u')
-                return -EBADMSG;
-        c->p++;
-        if (json_hex4(c, &cp) < 0)
-                return -EBADMSG;
-        if (cp >= 0xd800 && cp < 0xdc00) {
-                if (c->end - c->p < 2 || c->p[0] != '\\' || c->p[1] != 'u')
-                        return -EBADMSG;
-                c->p += 2;
-                if (json_hex4(c, &lo) < 0 || lo < 0xdc00 || lo > 0xdfff)
-                        return -EBADMSG;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-        } else if ((cp >= 0xdc00 && cp < 0xe000) || cp == 0)
-                return -EBADMSG;
-        utf8_put(o, cp);
-        return 0;
-}
-
-static int json_string(JsonCursor *c, char **ret) {
-        _cleanup_free_ char *out = NULL;
-        char *o;
-
-        if (c->p >= c->end || *c->p != '"')
-                return -EBADMSG;
-        c->p++;
-        /* Every escape shrinks or keeps the length (\uXXXX: 6 bytes -> at most 4). */
-        out = o = malloc((size_t) (c->end - c->p) + 1);
-        if (!out)
-                return -ENOMEM;
-        for (;;) {
-                if (c->p >= c->end)
-                        return -EBADMSG;
-                if (*c->p == '"') {
-                        c->p++;
-                        break;
-                }
-                if ((unsigned char) *c->p < 0x20 || *c->p == 0)
-                        return -EBADMSG;
-                if (*c->p == '\\') {
-                        c->p++;
-                        if (json_escape_char(c, &o) < 0)
-                                return -EBADMSG;
-                        continue;
-                }
-                *o++ = *c->p++;
-        }
-        *o = 0;
-        *ret = TAKE_PTR(out);
-        return 0;
-}
-
-/* Non-negative integers only (all our numbers are); other literals skipped. */
-static int json_scalar(JsonCursor *c, bool *is_number, uint64_t *ret) {
-        const char *s = c->p;
-
-        *is_number = false;
-        while (c->p < c->end && (isalnum((unsigned char) *c->p) || *c->p == '-' || *c->p == '+' || *c->p == '.'))
-                c->p++;
-        if (c->p == s)
-                return -EBADMSG;
-        if ((size_t) (c->p - s) == 4 && (memcmp(s, "true", 4) == 0 || memcmp(s, "null", 4) == 0))
-                return 0;
-        if ((size_t) (c->p - s) == 5 && memcmp(s, "false", 5) == 0)
-                return 0;
-        if (parse_u64_strict(s, (size_t) (c->p - s), ret) < 0)
-                return -EBADMSG;
-        *is_number = true;
-        return 0;
-}
-
-static int history_set_string(HistoryEntry *e, const char *key, char **value) {
-        char **slot = streq(key, "name") ? &e->name : streq(key, "path") ? &e->path :
-                      streq(key, "result") ? &e->result : streq(key, "message") ? &e->message :
-                      streq(key, "discard") ? &e->discard : NULL;
-
-        if (slot && !*slot)
-                *slot = TAKE_PTR(*value);
-        return 0;
+static char **history_string_slot(HistoryEntry *e, const char *key) {
+        return streq(key, "name") ? &e->name : streq(key, "path") ? &e->path :
+               streq(key, "result") ? &e->result : streq(key, "message") ? &e->message :
+               streq(key, "discard") ? &e->discard : NULL;
 }
 
 static void history_set_number(HistoryEntry *e, const char *key, uint64_t v) {
@@ -659,65 +524,23 @@ static void history_set_number(HistoryEntry *e, const char *key, uint64_t v) {
                 e->free_bytes = v;
 }
 
-static int history_parse_members(JsonCursor *c, HistoryEntry *e) {
-        json_skip_ws(c);
-        if (c->p < c->end && *c->p == '}') {
-                c->p++;
-                return 0;
-        }
-        for (;;) {
-                _cleanup_free_ char *key = NULL, *sval = NULL;
-                bool is_number;
-                uint64_t n = 0;
-                int r;
+/* Of a member given twice the first counts; unknown members are ignored. */
+static int history_member(const char *key, JsonValue *v, void *userdata) {
+        HistoryEntry *e = userdata;
+        char **slot;
 
-                json_skip_ws(c);
-                r = json_string(c, &key);
-                if (r < 0)
-                        return r;
-                json_skip_ws(c);
-                if (c->p >= c->end || *c->p != ':')
-                        return -EBADMSG;
-                c->p++;
-                json_skip_ws(c);
-                if (c->p < c->end && *c->p == '"') {
-                        r = json_string(c, &sval);
-                        if (r < 0)
-                                return r;
-                        history_set_string(e, key, &sval);
-                } else {
-                        r = json_scalar(c, &is_number, &n);
-                        if (r < 0)
-                                return r;
-                        if (is_number)
-                                history_set_number(e, key, n);
-                }
-                json_skip_ws(c);
-                if (c->p < c->end && *c->p == ',') {
-                        c->p++;
-                        continue;
-                }
-                if (c->p < c->end && *c->p == '}') {
-                        c->p++;
-                        return 0;
-                }
-                return -EBADMSG;
-        }
+        if (v->type == JSON_NUMBER)
+                history_set_number(e, key, v->number);
+        else if (v->type == JSON_STRING && (slot = history_string_slot(e, key)) && !*slot)
+                *slot = TAKE_PTR(v->string);
+        return 0;
 }
 
 int history_parse_line(const char *line, size_t len, HistoryEntry *ret) {
-        JsonCursor c = { line, line + len };
         HistoryEntry e = {};
         int r;
 
-        json_skip_ws(&c);
-        if (c.p >= c.end || *c.p != '{')
-                return -EBADMSG;
-        c.p++;
-        r = history_parse_members(&c, &e);
-        json_skip_ws(&c);
-        if (r >= 0 && c.p != c.end)
-                r = -EBADMSG;
+        r = json_parse_flat_object(line, len, history_member, &e);
         if (r >= 0 && (!e.name || !e.result || pass_result_from_string(e.result) == (PassResult) -1))
                 r = -EBADMSG;
         if (r < 0) {
@@ -738,13 +561,28 @@ int history_parse_line(const char *line, size_t len, HistoryEntry *ret) {
         return 0;
 }
 
-int state_append_history(int dir_fd, const char *line) {
+int state_append_history_max(int dir_fd, const char *line, uint64_t max_bytes) {
         _cleanup_close_ int fd = -1;
         size_t len = strlen(line);
+        struct stat st;
 
         fd = openat(dir_fd, HISTORY_FILE, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
         if (fd < 0)
                 return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        /* Full: the file becomes the one rotated file (replacing the one
+         * before) and a new one starts, so at most twice max_bytes are kept
+         * and a query reads at most that. A crash between the rename and the
+         * first write leaves only the rotated file: still a valid history. */
+        if (st.st_size > 0 && (uint64_t) st.st_size + len > max_bytes) {
+                if (renameat(dir_fd, HISTORY_FILE, dir_fd, HISTORY_OLD_FILE) < 0)
+                        return -errno;
+                close(TAKE_FD(fd));
+                fd = openat(dir_fd, HISTORY_FILE, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+                if (fd < 0)
+                        return -errno;
+        }
         /* One write of one line: O_APPEND keeps lines whole. */
         if (write(fd, line, len) != (ssize_t) len)
                 return errno > 0 ? -errno : -EIO;
@@ -753,93 +591,190 @@ int state_append_history(int dir_fd, const char *line) {
         return 0;
 }
 
-static int history_read_tail(int dir_fd, char **ret, size_t *ret_len) {
+int state_append_history(int dir_fd, const char *line) {
+        return state_append_history_max(dir_fd, line, STATE_HISTORY_ROTATE_BYTES);
+}
+
+/* A query reads the files from their ends, newest line first, and stops at
+ * `limit` matches or after the budget: its cost is bounded whatever the
+ * files' size, and for one image with a limit it is what lies between the
+ * end and that image's last passes. A line is parsed only when it contains
+ * the name as the writer spells it, so other images' lines cost a memmem. */
+typedef struct HistoryQuery {
+        const char *name;               /* NULL: every image */
+        char *needle;                   /* "name":"NAME" as JSON, or NULL */
+        size_t needle_len;
+        unsigned limit;                 /* 0: everything within the budget */
+        uint64_t budget;                /* bytes still to be read */
+        size_t block;                   /* bytes per read */
+        HistoryEntry *items;            /* newest first while collecting */
+        size_t n, allocated;
+} HistoryQuery;
+
+static void history_query_done(HistoryQuery *q) {
+        free(q->needle);
+        history_entries_free(q->items, q->n);
+}
+
+static bool history_query_full(const HistoryQuery *q) {
+        return (q->limit > 0 && q->n >= q->limit) || q->budget == 0;
+}
+
+static int history_query_line(HistoryQuery *q, const char *line, size_t len) {
+        HistoryEntry e;
+
+        if (len == 0 || len > HISTORY_LINE_MAX || (q->limit > 0 && q->n >= q->limit))
+                return 0;
+        if (q->needle && !memmem(line, len, q->needle, q->needle_len))
+                return 0;
+        if (history_parse_line(line, len, &e) < 0)
+                return 0;       /* malformed lines are skipped */
+        if (q->name && !streq(e.name, q->name)) {
+                history_entry_done(&e);
+                return 0;
+        }
+        if (q->n == q->allocated) {
+                size_t na = q->allocated ? q->allocated * 2 : 16;
+                HistoryEntry *ne = reallocarray(q->items, na, sizeof *ne);
+
+                if (!ne) {
+                        history_entry_done(&e);
+                        return -ENOMEM;
+                }
+                q->items = ne;
+                q->allocated = na;
+        }
+        q->items[q->n++] = e;
+        return 0;
+}
+
+/* The lines of buf[0..len), last first; returns the length of the leading
+ * fragment left over (the tail of a line that began before buf). With
+ * *skip_tail set, the trailing piece belongs to an overlong line and is
+ * dropped. */
+static int history_query_block(HistoryQuery *q, const char *buf, size_t len, bool *skip_tail, size_t *ret_left) {
+        size_t line_end = len;
+        int r;
+
+        for (const char *nl; line_end > 0 && !history_query_full(q) && (nl = memrchr(buf, '\n', line_end));) {
+                size_t i = (size_t) (nl - buf) + 1;
+
+                if (*skip_tail)
+                        *skip_tail = false;
+                else {
+                        r = history_query_line(q, buf + i, line_end - i);
+                        if (r < 0)
+                                return r;
+                }
+                line_end = i - 1;
+        }
+        *ret_left = line_end;
+        return 0;
+}
+
+static int history_query_file(HistoryQuery *q, int dir_fd, const char *filename) {
         _cleanup_close_ int fd = -1;
         _cleanup_free_ char *buf = NULL;
+        bool skip_tail = false;
         struct stat st;
-        off_t from;
-        size_t len, got = 0;
+        uint64_t end;
+        int r;
 
-        fd = openat(dir_fd, HISTORY_FILE, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        fd = openat(dir_fd, filename, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd < 0)
-                return -errno;
+                return errno == ENOENT ? 0 : -errno;
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode))
                 return -EBADMSG;
-        from = st.st_size > (off_t) HISTORY_READ_MAX ? st.st_size - (off_t) HISTORY_READ_MAX : 0;
-        len = (size_t) (st.st_size - from);
-        buf = malloc(len + 1);
+        buf = malloc(q->block);
         if (!buf)
                 return -ENOMEM;
-        while (got < len) {
-                ssize_t n = pread(fd, buf + got, len - got, from + (off_t) got);
+
+        for (end = (uint64_t) st.st_size; end > 0 && !history_query_full(q);) {
+                size_t len = (size_t) MIN(MIN((uint64_t) q->block, end), q->budget), left;
+                uint64_t start = end - len;
+                ssize_t n = pread(fd, buf, len, (off_t) start);
 
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n < 0)
                         return -errno;
-                if (n == 0)
-                        break;
-                got += (size_t) n;
+                if ((size_t) n != len)
+                        return -EIO;    /* shrank under us: not ours to write */
+                q->budget -= len;
+                r = history_query_block(q, buf, len, &skip_tail, &left);
+                if (r < 0)
+                        return r;
+                if (start == 0) {
+                        /* The first line of the file starts here. */
+                        if (!skip_tail)
+                                r = history_query_line(q, buf, left);
+                        return r;
+                }
+                if (left == len) {
+                        /* No line break in a whole block: a line longer
+                         * than any we write; drop it. */
+                        skip_tail = true;
+                        end = start;
+                } else
+                        /* Read the leading fragment again, whole, with its start. */
+                        end = start + left;
         }
-        buf[got] = 0;
+        return 0;
+}
+
+static int history_needle(const char *name, char **ret, size_t *ret_len) {
+        _cleanup_free_ char *buf = NULL;
+        size_t size = 0;
+        FILE *f = open_memstream(&buf, &size);
+
+        if (!f)
+                return -ENOMEM;
+        fputs("\"name\":", f);
+        json_write_string(f, name);
+        if (fclose(f) != 0)
+                return -ENOMEM;
+        *ret_len = size;
         *ret = TAKE_PTR(buf);
-        *ret_len = got;
+        return 0;
+}
+
+int state_read_history_block(int dir_fd, const char *name, unsigned limit, size_t block, HistoryEntry **ret,
+                             size_t *ret_n) {
+        HistoryQuery q = { .limit = limit, .budget = STATE_HISTORY_READ_MAX, .block = block };
+        int r = 0;
+
+        if (block < 2)
+                return -EINVAL;
+        if (name && *name) {
+                q.name = name;
+                r = history_needle(name, &q.needle, &q.needle_len);
+        }
+        if (r >= 0)
+                r = history_query_file(&q, dir_fd, HISTORY_FILE);
+        if (r >= 0 && !history_query_full(&q))
+                r = history_query_file(&q, dir_fd, HISTORY_OLD_FILE);
+        if (r < 0) {
+                history_query_done(&q);
+                return r;
+        }
+        /* Oldest first. */
+        for (size_t i = 0; i < q.n / 2; i++) {
+                HistoryEntry t = q.items[i];
+
+                q.items[i] = q.items[q.n - 1 - i];
+                q.items[q.n - 1 - i] = t;
+        }
+        *ret = TAKE_PTR(q.items);
+        *ret_n = q.n;
+        q.n = 0;
+        history_query_done(&q);
         return 0;
 }
 
 int state_read_history(int dir_fd, const char *name, unsigned limit, HistoryEntry **ret, size_t *ret_n) {
-        _cleanup_free_ char *buf = NULL;
-        HistoryEntry *entries = NULL;
-        size_t len = 0, n = 0, allocated = 0;
-        const char *p, *end;
-        int r;
-
-        r = history_read_tail(dir_fd, &buf, &len);
-        if (r == -ENOENT) {
-                *ret = NULL;
-                *ret_n = 0;
-                return 0;
-        }
-        if (r < 0)
-                return r;
-
-        for (p = buf, end = buf + len; p < end;) {
-                const char *eol = memchr(p, '\n', (size_t) (end - p));
-                size_t l = eol ? (size_t) (eol - p) : (size_t) (end - p);
-                HistoryEntry e;
-
-                if (l > 0 && l <= HISTORY_LINE_MAX && history_parse_line(p, l, &e) >= 0) {
-                        if (name && *name && !streq(e.name, name))
-                                history_entry_done(&e);
-                        else {
-                                if (limit > 0 && n == limit) {
-                                        /* Keep the newest: drop the oldest. */
-                                        history_entry_done(&entries[0]);
-                                        memmove(entries, entries + 1, (n - 1) * sizeof *entries);
-                                        n--;
-                                }
-                                if (n == allocated) {
-                                        size_t na = allocated ? allocated * 2 : 16;
-                                        HistoryEntry *ne = reallocarray(entries, na, sizeof *ne);
-
-                                        if (!ne) {
-                                                history_entry_done(&e);
-                                                history_entries_free(entries, n);
-                                                return -ENOMEM;
-                                        }
-                                        entries = ne;
-                                        allocated = na;
-                                }
-                                entries[n++] = e;
-                        }
-                }
-                p = eol ? eol + 1 : end;
-        }
-        *ret = entries;
-        *ret_n = n;
-        return 0;
+        return state_read_history_block(dir_fd, name, limit, HISTORY_BLOCK, ret, ret_n);
 }
 
 /* ---- trim status ---- */
@@ -850,6 +785,17 @@ void trim_status_free(TrimStatus *t, size_t n) {
                 free(t[i].last_result);
         }
         free(t);
+}
+
+void trim_status_remove(TrimStatus *t, size_t *n, const char *mount) {
+        for (size_t i = 0; i < *n; i++)
+                if (streq(t[i].mount, mount)) {
+                        free(t[i].mount);
+                        free(t[i].last_result);
+                        memmove(t + i, t + i + 1, (*n - i - 1) * sizeof *t);
+                        (*n)--;
+                        return;
+                }
 }
 
 int trim_status_format(const TrimStatus *t, size_t n, char **ret) {

@@ -13,7 +13,10 @@
  *   disks/NAME.state   one per image: key=value lines, written atomically
  *                      (write, fsync, rename, fsync of the directory)
  *   trim.state         one block of key=value lines per mount point
- *   history.jsonl      append-only, one JSON object per pass
+ *   history.jsonl      append-only, one JSON object per pass; when the next
+ *                      line would take it past STATE_HISTORY_ROTATE_BYTES it
+ *                      is renamed history.jsonl.1 (replacing the one
+ *                      before) and a new one is started
  *
  * Every reader treats the files as untrusted: sizes are bounded, numbers
  * fully validated, unknown keys ignored, a malformed file rejected as a whole
@@ -83,10 +86,28 @@ int history_format_line(const PassReport *rep, const char *name, uint64_t start,
 /* Parses one line; -EBADMSG when it is not a JSON object with the fields we need. */
 int history_parse_line(const char *line, size_t len, HistoryEntry *ret);
 
+/* A size cap with one rotated file, rather than a count of lines: the disk
+ * space and a query's read are bounded in bytes, whatever the messages'
+ * length. 4 MiB hold about 9,000 passes: a year of daily passes of 25
+ * images, or a day of 10,000. */
+#define STATE_HISTORY_ROTATE_BYTES (UINT64_C(4) * 1024 * 1024)
+/* What a query reads at most: both files at their cap. (An older, larger
+ * history.jsonl shows only its newest part.) */
+#define STATE_HISTORY_READ_MAX (2 * STATE_HISTORY_ROTATE_BYTES)
+
 int state_append_history(int dir_fd, const char *line);
+/* The same with another cap, for tests. */
+int state_append_history_max(int dir_fd, const char *line, uint64_t max_bytes);
 /* The last `limit` entries (0 = all) for name (NULL or "" = all), oldest
- * first. Malformed lines are skipped. */
+ * first, read from the end of the history (the current file, then the
+ * rotated one), at most STATE_HISTORY_READ_MAX bytes of it. Malformed and
+ * overlong lines are skipped. */
 int state_read_history(int dir_fd, const char *name, unsigned limit, HistoryEntry **ret, size_t *ret_n);
+/* The same, reading `block` bytes at a time (the daemon: 64 KiB), for the
+ * fuzzer. Beside the 16 KiB bound, a line is skipped when it does not fit in
+ * a block with the line break before it (the file's first line: in a block). */
+int state_read_history_block(int dir_fd, const char *name, unsigned limit, size_t block, HistoryEntry **ret,
+                             size_t *ret_n);
 
 /* ---- trim status ---- */
 
@@ -99,6 +120,8 @@ typedef struct TrimStatus {
 } TrimStatus;
 
 void trim_status_free(TrimStatus *t, size_t n);
+/* Drops mount's entry, if there is one, keeping the others in order. */
+void trim_status_remove(TrimStatus *t, size_t *n, const char *mount);
 int trim_status_format(const TrimStatus *t, size_t n, char **ret);
 int trim_status_parse(const char *text, TrimStatus **ret, size_t *ret_n);
 int state_save_trim(int dir_fd, const TrimStatus *t, size_t n);

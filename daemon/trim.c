@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
 
@@ -294,36 +295,76 @@ static size_t mount_prefix_len(const char *m, const char *path) {
         return ml;
 }
 
+/* The mount that holds path: the longest matching mount point, and of
+ * several mounted on one point the last (it is on top). */
+static const MountEntry *mount_table_holding(const MountTable *t, const char *path) {
+        const MountEntry *best = NULL;
+        size_t best_len = 0;
+
+        for (size_t j = 0; j < t->n; j++) {
+                size_t len = mount_prefix_len(t->items[j].target, path);
+
+                if (len > 0 && len >= best_len) {
+                        best = &t->items[j];
+                        best_len = len;
+                }
+        }
+        return best;
+}
+
+/* path without trailing slashes ("/" stays "/"), as mountinfo spells mount points. */
+static char *strip_trailing_slashes(const char *path) {
+        size_t n = strlen(path);
+
+        while (n > 1 && path[n - 1] == '/')
+                n--;
+        return strndup(path, n);
+}
+
+/* FITRIM acts on the whole file system whatever directory it is issued on,
+ * so a listed path must be the mount point itself: a directory inside a
+ * mount would trim all of it under a name that says otherwise. */
+static int listed_mount(const MountTable *t, const char *path, const MountEntry **ret, char **ret_error) {
+        _cleanup_free_ char *p = strip_trailing_slashes(path);
+        const MountEntry *e;
+
+        if (!p)
+                return -ENOMEM;
+        e = mount_table_holding(t, p);
+        if (!e) {
+                if (ret_error && asprintf(ret_error, "%s is on no mounted file system", path) < 0)
+                        *ret_error = NULL;
+                return -ENOENT;
+        }
+        if (!streq(e->target, p)) {
+                if (ret_error && asprintf(ret_error,
+                                          "%s is not a mount point: it is on the file system mounted at %s, "
+                                          "and FITRIM would trim all of that; list %s to trim it",
+                                          path, e->target, e->target) < 0)
+                        *ret_error = NULL;
+                return -EINVAL;
+        }
+        *ret = e;
+        return 0;
+}
+
 int trim_select_listed(char *const *paths, size_t n_paths, const char *mountinfo, TrimMount **ret,
-                       size_t *ret_n, const char **ret_bad) {
+                       size_t *ret_n, char **ret_error) {
         MountTable t = {};
         MountList l = {};
         int r;
 
+        if (ret_error)
+                *ret_error = NULL;
         r = mountinfo_parse(mountinfo, &t);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n_paths && r >= 0; i++) {
-                const MountEntry *best = NULL;
-                size_t best_len = 0;
+                const MountEntry *e = NULL;
 
-                for (size_t j = 0; j < t.n; j++) {
-                        size_t len = mount_prefix_len(t.items[j].target, paths[i]);
-
-                        /* Later entries are mounted on top of earlier ones. */
-                        if (len > 0 && len >= best_len) {
-                                best = &t.items[j];
-                                best_len = len;
-                        }
-                }
-                if (!best) {
-                        if (ret_bad)
-                                *ret_bad = paths[i];
-                        r = -ENOENT;
-                        break;
-                }
-                /* FITRIM goes through the path the administrator listed. */
-                r = mount_list_add(&l, best, paths[i]);
+                r = listed_mount(&t, paths[i], &e, ret_error);
+                if (r >= 0)
+                        r = mount_list_add(&l, e, e->target);
         }
         mount_table_done(&t);
         if (r < 0) {
@@ -367,14 +408,48 @@ int trim_list_all(TrimMount **ret, size_t *ret_n) {
         return trim_select_all(fstab, mountinfo, ret, ret_n);
 }
 
-int trim_list_mounts(char *const *paths, size_t n_paths, TrimMount **ret, size_t *ret_n, const char **ret_bad) {
+/* The paths as the kernel names them (symlinks and "." resolved), so they
+ * compare with mountinfo's mount points. */
+static int canonical_paths(char *const *paths, size_t n, char ***ret, char **ret_error) {
+        char **out = calloc(n + 1, sizeof *out);
+
+        if (!out)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                out[i] = realpath(paths[i], NULL);
+                if (!out[i]) {
+                        int r = -errno;
+
+                        if (ret_error && asprintf(ret_error, "%s: %s", paths[i], strerror(-r)) < 0)
+                                *ret_error = NULL;
+                        for (size_t k = 0; k < i; k++)
+                                free(out[k]);
+                        free(out);
+                        return r == -ENOMEM ? r : -ENOENT;
+                }
+        }
+        *ret = out;
+        return 0;
+}
+
+int trim_list_mounts(char *const *paths, size_t n_paths, TrimMount **ret, size_t *ret_n, char **ret_error) {
         _cleanup_free_ char *mountinfo = NULL;
+        char **canonical = NULL;
         int r;
 
+        if (ret_error)
+                *ret_error = NULL;
         r = read_text("/proc/self/mountinfo", &mountinfo);
         if (r < 0)
                 return log_error_errno(r, "cannot read /proc/self/mountinfo: %m");
-        return trim_select_listed(paths, n_paths, mountinfo, ret, ret_n, ret_bad);
+        r = canonical_paths(paths, n_paths, &canonical, ret_error);
+        if (r < 0)
+                return r;
+        r = trim_select_listed(canonical, n_paths, mountinfo, ret, ret_n, ret_error);
+        for (size_t i = 0; i < n_paths; i++)
+                free(canonical[i]);
+        free(canonical);
+        return r;
 }
 
 /* Sleeps usec, waking every 50 ms to look at the cancel flag. */
@@ -391,44 +466,82 @@ static int pause_cancellable(uint64_t usec, const atomic_bool *cancel) {
         return cancel && atomic_load(cancel) ? -ECANCELED : 0;
 }
 
+/* Still the root of a mount? Between listing and trimming the file system
+ * may have been unmounted, leaving a plain directory of the one below: FITRIM
+ * there would trim a file system nobody listed. */
+static int check_mount_root(int fd) {
+        struct statx sx;
+
+        if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS, &sx) < 0)
+                return -errno;
+        if (!(sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT))
+                return 0;       /* the kernel cannot tell (before 5.8): trust the listing */
+        return sx.stx_attributes & STATX_ATTR_MOUNT_ROOT ? 0 : -ENOENT;
+}
+
+/* One FITRIM call on [start, start + len); len UINT64_MAX - start is open-ended. */
+static int fitrim(int fd, uint64_t start, uint64_t len, uint64_t *ret_trimmed) {
+        struct fstrim_range range = { .start = start, .len = len, .minlen = 0 };
+
+        if (ioctl(fd, FITRIM, &range) < 0)
+                return -errno;
+        *ret_trimmed = range.len;
+        return 0;
+}
+
 int trim_run(const char *path, uint64_t chunk, uint64_t pause_usec, const atomic_bool *cancel,
              void (*progress)(uint64_t done, uint64_t total, void *userdata), void *userdata,
              uint64_t *ret_trimmed) {
         _cleanup_close_ int fd = -1;
         struct statvfs sv;
-        uint64_t total, trimmed = 0;
+        uint64_t estimate, trimmed = 0;
         int r = 0;
 
         *ret_trimmed = 0;
         fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return -errno;
+        r = check_mount_root(fd);
+        if (r < 0)
+                return r;
         if (fstatvfs(fd, &sv) < 0)
                 return -errno;
-        total = (uint64_t) sv.f_blocks * sv.f_frsize;
+        /* f_blocks leaves out what the file system counts as overhead (on a
+         * 512 MiB XFS it says 448 MiB), so it only paces the chunks and
+         * scales the progress: the last chunk is open-ended, as fstrim's one
+         * call is (len = ULLONG_MAX), and reaches the real end. */
+        estimate = (uint64_t) sv.f_blocks * sv.f_frsize;
         if (chunk == 0)
-                chunk = total;
+                chunk = UINT64_MAX;
 
-        for (uint64_t start = 0; start < total;) {
-                struct fstrim_range range = { .start = start, .len = MIN(chunk, total - start), .minlen = 0 };
+        for (uint64_t start = 0;;) {
+                bool last = chunk >= estimate || start >= estimate - chunk;
+                uint64_t len = last ? UINT64_MAX - start : chunk, got = 0;
 
                 if (cancel && atomic_load(cancel)) {
                         r = -ECANCELED;
                         break;
                 }
-                if (ioctl(fd, FITRIM, &range) < 0) {
-                        r = -errno;
+                r = fitrim(fd, start, len, &got);
+                if (r == -EINVAL && start > 0) {
+                        /* Past the end: f_blocks said more than there is. */
+                        r = 0;
                         break;
                 }
-                trimmed += range.len;
-                start += MIN(chunk, total - start);
-                if (progress)
-                        progress(start, total, userdata);
-                if (start < total) {
-                        r = pause_cancellable(pause_usec, cancel);
-                        if (r < 0)
-                                break;
+                if (r < 0)
+                        break;
+                trimmed += got;
+                if (last) {
+                        if (progress)
+                                progress(MAX(estimate, start), MAX(estimate, start), userdata);
+                        break;
                 }
+                start += chunk;
+                if (progress)
+                        progress(start, estimate, userdata);
+                r = pause_cancellable(pause_usec, cancel);
+                if (r < 0)
+                        break;
         }
         *ret_trimmed = trimmed;
         return r;

@@ -30,19 +30,25 @@ void trim_mounts_free(TrimMount *m, size_t n);
  * on the files' text (fstab may be NULL). */
 int trim_select_all(const char *fstab, const char *mountinfo, TrimMount **ret, size_t *ret_n);
 
-/* The listed mount points, each resolved to the mount that holds it
- * (longest matching mount point in mountinfo); duplicates of one device
- * dropped. Paths on no known mount are an error (-ENOENT, *ret_bad names it). */
+/* The listed mount points, each of which must be a mount point as mountinfo
+ * spells it (trailing slashes aside): FITRIM trims the whole file system
+ * whatever directory it is issued on, so a directory inside a mount is
+ * refused (-EINVAL) and a path on no mount too (-ENOENT); *ret_error then
+ * says which path and the mount it belongs to. Duplicates of one device
+ * dropped. */
 int trim_select_listed(char *const *paths, size_t n_paths, const char *mountinfo, TrimMount **ret,
-                       size_t *ret_n, const char **ret_bad);
+                       size_t *ret_n, char **ret_error);
 
 /* Reads /etc/fstab and /proc/self/mountinfo and calls the above. */
 int trim_list_all(TrimMount **ret, size_t *ret_n);
-int trim_list_mounts(char *const *paths, size_t n_paths, TrimMount **ret, size_t *ret_n, const char **ret_bad);
+/* Resolves the paths first (realpath): a missing one is -ENOENT. */
+int trim_list_mounts(char *const *paths, size_t n_paths, TrimMount **ret, size_t *ret_n, char **ret_error);
 
-/* FITRIM over the whole file system at path, chunk bytes per call, sleeping
- * pause_usec between calls; stops with -ECANCELED when *cancel is set.
- * progress(done, total) is called after every chunk. *ret_trimmed gets the
+/* FITRIM over the whole file system at path, chunk bytes per call (the last
+ * call open-ended, up to the file system's real end), sleeping pause_usec
+ * between calls; stops with -ECANCELED when *cancel is set, and with -ENOENT
+ * when path is gone or no longer a mount point. progress(done, total) is
+ * called after every chunk (total is the statvfs size, an estimate). *ret_trimmed gets the
  * bytes trimmed, also on failure. */
 int trim_run(const char *path, uint64_t chunk, uint64_t pause_usec, const atomic_bool *cancel,
              void (*progress)(uint64_t done, uint64_t total, void *userdata), void *userdata,

@@ -11,6 +11,7 @@ packages=(
   libclang-rt-14-dev
   # real peers used by tests, demo and benchmarks
   python3 time qemu-utils e2fsprogs libvhdi-utils util-linux fdisk bzip2 jq
+  xfsprogs   # mkfs.xfs: trim passes compared with fstrim on XFS
   dosfstools ntfs-3g   # mkfs.vfat, mkntfs: other file systems in partition tests
   systemd systemd-container dbus debootstrap
   # nspawn harness cache (tests/nspawn) and man page rendering (test_units)

@@ -4,6 +4,8 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -83,13 +85,15 @@ static void test_all_from_mountinfo(void **state) {
 }
 
 static void test_listed_mounts_dedup(void **state) {
-        char *paths[] = { "/home", "/srv/alice", "/home/alice/images", "/", "/etc" };
+        char *paths[] = { "/home", "/srv/alice/", "/", "/home//" };
         TrimMount *m = NULL;
         size_t n = 0;
-        const char *bad = NULL;
+        char *why = NULL;
 
-        assert_int_equal(trim_select_listed(paths, 5, mountinfo, &m, &n, &bad), 0);
-        /* /srv/alice and /home/alice/images are on /home's file system, /etc on the root's. */
+        assert_int_equal(trim_select_listed(paths, 4, mountinfo, &m, &n, &why), 0);
+        assert_null(why);
+        /* /srv/alice is /home's file system bind-mounted (a mount point all
+         * the same); a trailing slash names the same mount point. */
         assert_int_equal(n, 2);
         assert_string_equal(m[0].path, "/home");
         assert_string_equal(m[1].path, "/");
@@ -97,28 +101,60 @@ static void test_listed_mounts_dedup(void **state) {
 }
 
 static void test_listed_mount_resolution(void **state) {
-        char *paths[] = { "/mnt/stack/x" };
-        char *prefix[] = { "/homeless" };
+        char *stacked[] = { "/mnt/stack" };
+        char *spaced[] = { "/mnt/space dir" };
         TrimMount *m = NULL;
         size_t n = 0;
-        const char *bad = NULL;
+        char *why = NULL;
         static const char no_root[] = "27 22 8:2 / /home rw,relatime shared:30 - ext4 /dev/sda2 rw\n";
         char *outside[] = { "/home", "/var" };
 
-        assert_int_equal(trim_select_listed(paths, 1, mountinfo, &m, &n, &bad), 0);
+        assert_int_equal(trim_select_listed(stacked, 1, mountinfo, &m, &n, &why), 0);
         assert_int_equal(n, 1);
-        /* The mount on top wins; the path is kept as listed. */
+        /* The mount on top wins. */
         assert_int_equal(m[0].minor, 49);
-        assert_string_equal(m[0].path, "/mnt/stack/x");
+        assert_string_equal(m[0].path, "/mnt/stack");
         free_list(m, n);
 
-        /* "/home" is no prefix of "/homeless": that is the root file system. */
-        assert_int_equal(trim_select_listed(prefix, 1, mountinfo, &m, &n, &bad), 0);
-        assert_int_equal(m[0].minor, 1);
+        assert_int_equal(trim_select_listed(spaced, 1, mountinfo, &m, &n, &why), 0);
+        assert_int_equal(m[0].minor, 17);
         free_list(m, n);
 
-        assert_int_equal(trim_select_listed(outside, 2, no_root, &m, &n, &bad), -ENOENT);
-        assert_string_equal(bad, "/var");
+        assert_int_equal(trim_select_listed(outside, 2, no_root, &m, &n, &why), -ENOENT);
+        assert_non_null(why);
+        assert_non_null(strstr(why, "/var is on no mounted file system"));
+        free(why);
+}
+
+/* FITRIM trims the whole file system whatever directory it is given: a
+ * directory that is not a mount point is refused, naming its mount
+ * (issue 10, item 9: `trim DIR` trimmed the whole root file system). */
+static void test_listed_not_a_mount_point(void **state) {
+        char *cases[][2] = {
+                { "/etc", "/" },
+                { "/home/alice/images", "/home" },
+                { "/homeless", "/" },          /* "/home" is no prefix of it */
+                { "/mnt/stack/x", "/mnt/stack" },
+        };
+        TrimMount *m = NULL;
+        size_t n = 0;
+        char *why = NULL;
+
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+                char *paths[] = { "/home", cases[i][0] };
+                char want[256];
+
+                m = NULL;
+                n = 0;
+                assert_int_equal(trim_select_listed(paths, 2, mountinfo, &m, &n, &why), -EINVAL);
+                assert_null(m);
+                assert_non_null(why);
+                snprintf(want, sizeof want, "%s is not a mount point: it is on the file system mounted at %s,",
+                         cases[i][0], cases[i][1]);
+                assert_non_null(strstr(why, want));
+                free(why);
+                why = NULL;
+        }
 }
 
 static void test_empty_and_malformed(void **state) {
@@ -147,6 +183,7 @@ int main(void) {
                 cmocka_unit_test(test_all_from_mountinfo),
                 cmocka_unit_test(test_listed_mounts_dedup),
                 cmocka_unit_test(test_listed_mount_resolution),
+                cmocka_unit_test(test_listed_not_a_mount_point),
                 cmocka_unit_test(test_empty_and_malformed),
                 cmocka_unit_test(test_trim_run_errors),
         };
