@@ -356,6 +356,11 @@ static int pass_compact(PassState *s, Image *img, const FreeTier *free_tier) {
         rep->file_size_after = rep->file_size;
         if (img->format != IMAGE_FORMAT_VHDX)
                 return 0;       /* a raw image has no blocks to move; the tiers did it all */
+        if (free_tier->skipped_differencing && !img->vhdx->has_parent) {
+                /* A child reads through this file's blocks: leave them where they are. */
+                rep->compact = false;
+                return 0;
+        }
         r = compact_vhdx(img->vhdx, s->fd, &c, &res, &why);
         rep->file_size_after = res.file_size_after;
         rep->compacted = res.file_size_before - res.file_size_after;
@@ -368,7 +373,7 @@ static int pass_compact(PassState *s, Image *img, const FreeTier *free_tier) {
         }
         if (r < 0) {
                 if (r == -EINTR || r == -ECANCELED || r == -ETIME)
-                        report_stop(s, r, "compaction", 0);
+                        report_stop(s, r, "compaction", 0, s->o->resume_offset);
                 else
                         pass_report_set(rep, PASS_ERROR, "compaction stopped at BAT entry %" PRIu64 ": %s; the image is valid",
                                         res.stop_block, strerror(-r));
