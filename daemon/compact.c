@@ -24,8 +24,6 @@ typedef struct Move {
 typedef struct Plan {
         uint64_t *zeroed;               /* BAT indexes of blocks to mark ZERO */
         size_t n_zeroed;
-        uint64_t *cleared;              /* BAT indexes whose stale offset is reset */
-        size_t n_cleared;
         Move *moves;                    /* highest source first */
         size_t n_moves;
         uint64_t new_end;
@@ -33,7 +31,6 @@ typedef struct Plan {
 
 static void plan_done(Plan *p) {
         free(p->zeroed);
-        free(p->cleared);
         free(p->moves);
         *p = (Plan) {};
 }
@@ -115,6 +112,11 @@ static int structure_spans(const Vhdx *v, ExtentList *out) {
                 uint64_t start = ALIGN_DOWN(v->regions[i].offset, MiB);
                 r = extent_list_add(out, start, ALIGN_UP(v->regions[i].offset + v->regions[i].length, MiB) - start);
         }
+        /* Present sector bitmap blocks (not expected outside differencing
+         * disks, which are not compacted) stay where they are. */
+        for (size_t k = 0; r >= 0 && k < v->n_present; k++)
+                if (vhdx_bat_index_is_bitmap(v, v->present[k].index))
+                        r = extent_list_add(out, (v->present[k].entry >> 20) * MiB, MiB);
         return r;
 }
 
@@ -138,8 +140,9 @@ static int live_cmp(const void *a, const void *b) {
         return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-/* Sorts the payload blocks into those that read as zeros and the live ones,
- * and finds the entries of absent blocks that still name file space. */
+/* Sorts the present payload blocks into those that read as zeros and the
+ * live ones. Absent blocks may still name file space in their entries;
+ * readers ignore it (and the stale tier already punched it), so it stays. */
 static int plan_blocks(const Vhdx *v, int fd, const CompactControl *c, Plan *p, Live **ret_live, size_t *ret_n) {
         _cleanup_free_ uint8_t *buf = malloc(COPY_CHUNK);
         _cleanup_free_ Live *live = NULL;
@@ -148,26 +151,16 @@ static int plan_blocks(const Vhdx *v, int fd, const CompactControl *c, Plan *p, 
 
         if (!buf)
                 return -ENOMEM;
-        live = calloc(v->payload_state_count[VHDX_PAYLOAD_FULLY_PRESENT] + 1, sizeof *live);
+        live = calloc(v->n_present + 1, sizeof *live);
         if (!live)
                 return -ENOMEM;
 
-        for (uint64_t i = 0; i < v->bat_entries; i++) {
-                uint64_t e = v->bat[i], off = (e >> 20) * MiB;
-                unsigned state = e & 7;
+        for (size_t k = 0; k < v->n_present; k++) {
+                uint64_t i = v->present[k].index, e = v->present[k].entry, off = (e >> 20) * MiB;
                 bool zero;
 
-                if (state != VHDX_PAYLOAD_FULLY_PRESENT || vhdx_bat_index_is_bitmap(v, i)) {
-                        /* Not present (a bitmap entry of a dynamic disk, or a
-                         * block in any absent state): an offset it still holds
-                         * points at stale space that is about to move or go. */
-                        if (off != 0) {
-                                r = append_index(&p->cleared, &p->n_cleared, i);
-                                if (r < 0)
-                                        return r;
-                        }
-                        continue;
-                }
+                if ((e & 7) != VHDX_PAYLOAD_FULLY_PRESENT || vhdx_bat_index_is_bitmap(v, i))
+                        continue;       /* kept where it is (structure_spans) */
                 r = range_reads_zero(fd, off, MIN(off + v->block_size, v->file_size), c, buf, &zero);
                 if (r < 0)
                         return r;
@@ -379,15 +372,9 @@ static int apply_state_changes(Vhdx *v, int fd, const Plan *p, CompactResult *re
                 if (r < 0)
                         return r;
         }
-        for (size_t i = 0; i < p->n_cleared; i++) {
-                r = vhdx_write_bat_entry(v, fd, p->cleared[i], v->bat[p->cleared[i]] & 7);
-                if (r < 0)
-                        return r;
-        }
         if (fdatasync(fd) < 0)
                 return -errno;
         res->blocks_zeroed = p->n_zeroed;
-        res->entries_cleared = p->n_cleared;
         return 0;
 }
 
@@ -411,7 +398,7 @@ static int apply_plan(Vhdx *v, int fd, const Plan *p, const CompactControl *c, C
         if (!old_zeroed)
                 return -ENOMEM;
         for (size_t i = 0; i < p->n_zeroed; i++)
-                old_zeroed[i] = (v->bat[p->zeroed[i]] >> 20) * MiB;
+                old_zeroed[i] = (vhdx_bat_entry(v, p->zeroed[i]) >> 20) * MiB;
         r = apply_state_changes(v, fd, p, res);
         for (size_t i = 0; r >= 0 && i < p->n_zeroed; i++)
                 (void) punch(fd, old_zeroed[i], MIN(old_zeroed[i] + v->block_size, v->file_size));
@@ -461,10 +448,9 @@ int compact_vhdx(Vhdx *v, int fd, const CompactControl *c, CompactResult *res, c
                 goto finish;
 
         res->file_size_after = p.new_end;
-        if (c->dry_run || (p.n_zeroed == 0 && p.n_cleared == 0 && p.n_moves == 0 && p.new_end >= v->file_size)) {
+        if (c->dry_run || (p.n_zeroed == 0 && p.n_moves == 0 && p.new_end >= v->file_size)) {
                 /* Nothing written: the file stays byte-identical. */
                 res->blocks_zeroed = p.n_zeroed;
-                res->entries_cleared = p.n_cleared;
                 res->blocks_moved = p.n_moves;
                 for (size_t i = 0; i < p.n_moves; i++)
                         res->bytes_moved += v->block_size;

@@ -37,7 +37,6 @@ typedef struct CompactResult {
         uint64_t blocks_zeroed;         /* FULLY_PRESENT blocks now PAYLOAD_BLOCK_ZERO */
         uint64_t blocks_moved;
         uint64_t bytes_moved;           /* data bytes copied */
-        uint64_t entries_cleared;       /* stale file offsets of non-present entries reset */
         uint64_t file_size_before;
         uint64_t file_size_after;       /* what it is (or would be, dry run) */
         uint64_t stop_block;            /* the block being handled when it stopped */

@@ -379,7 +379,7 @@ static int pass_compact(PassState *s, Image *img, const FreeTier *free_tier) {
                                         res.stop_block, strerror(-r));
                 return r;
         }
-        return res.blocks_zeroed + res.blocks_moved + res.entries_cleared > 0 || rep->compacted > 0;
+        return res.blocks_zeroed + res.blocks_moved > 0 || rep->compacted > 0;
 }
 
 static void pass_on_image(PassState *s, Image *img) {

@@ -927,23 +927,43 @@ int vhdx_renew_file_write_guid(Vhdx *v, int fd) {
         return renew_guids(v, fd, false);
 }
 
+static size_t present_position(const Vhdx *v, uint64_t index) {
+        size_t lo = 0, hi = v->n_present;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (v->present[mid].index < index)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
 int vhdx_write_bat_entry(Vhdx *v, int fd, uint64_t index, uint64_t entry) {
+        size_t k = present_position(v, index);
         uint8_t raw[8];
         ssize_t n;
 
-        if (index >= v->bat_entries)
-                return -ERANGE;
+        /* Only kept (present) entries can be rewritten: the state of any
+         * other was counted but not kept. */
+        if (k >= v->n_present || v->present[k].index != index || bat_index_is_bitmap(v, index))
+                return -EINVAL;
         put_le64(raw, entry);
         n = pwrite(fd, raw, sizeof raw, (off_t) (v->bat_offset + 8 * index));
         if (n < 0)
                 return -errno;
         if (n != sizeof raw)
                 return -EIO;
-        if (!bat_index_is_bitmap(v, index)) {
-                v->payload_state_count[v->bat[index] & 7]--;
-                v->payload_state_count[entry & 7]++;
+        v->payload_state_count[v->present[k].entry & 7]--;
+        v->payload_state_count[entry & 7]++;
+        if ((entry & 7) >= 6)
+                v->present[k].entry = entry;
+        else {
+                memmove(v->present + k, v->present + k + 1, (v->n_present - k - 1) * sizeof *v->present);
+                v->n_present--;
         }
-        v->bat[index] = entry;
         return 0;
 }
 

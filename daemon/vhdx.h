@@ -163,8 +163,8 @@ int vhdx_renew_write_guids(Vhdx *v, int fd);
 /* The same update renewing FileWriteGuid only: for changes to the file that
  * leave every guest-visible byte as it was (compaction). */
 int vhdx_renew_file_write_guid(Vhdx *v, int fd);
-/* Writes one BAT entry in place (not flushed) and keeps the parsed copy and
- * the state counts in step. */
+/* Rewrites one present payload entry in place (not flushed) and keeps the
+ * kept entries and the state counts in step; -EINVAL for any other entry. */
 int vhdx_write_bat_entry(Vhdx *v, int fd, uint64_t index, uint64_t entry);
 bool vhdx_bat_index_is_bitmap(const Vhdx *v, uint64_t index);
 
