@@ -861,11 +861,37 @@ static int parse_file(Parser *p) {
         return p->oom ? -ENOMEM : 0;
 }
 
+/* Notepad on Windows saves "Unicode" as UTF-16: every other byte of an
+ * ASCII line is then zero, and libinih would call line 1 invalid. Say what
+ * the file is instead. Returns the byte order ("LE"/"BE") or NULL. */
+static const char *utf16_byte_order(FILE *f) {
+        unsigned char b[64];
+        size_t n, zeros_even = 0, zeros_odd = 0;
+
+        n = fread(b, 1, sizeof b, f);
+        rewind(f);
+        if (n >= 2 && b[0] == 0xff && b[1] == 0xfe)
+                return "LE";
+        if (n >= 2 && b[0] == 0xfe && b[1] == 0xff)
+                return "BE";
+        /* No byte order mark: ASCII text has a zero in every other byte. */
+        for (size_t i = 0; i + 1 < n; i += 2) {
+                zeros_even += b[i] == 0 && b[i + 1] != 0;
+                zeros_odd += b[i] != 0 && b[i + 1] == 0;
+        }
+        if (n >= 4 && zeros_odd == n / 2)
+                return "LE";
+        if (n >= 4 && zeros_even == n / 2)
+                return "BE";
+        return NULL;
+}
+
 int config_load(const char *path, Config **ret, ConfigMessages *msgs) {
         _cleanup_config_ Config *c = NULL;
         _cleanup_fclose_ FILE *f = NULL;
         ConfigMessages local = {}, *m = msgs ?: &local;
         size_t first = m->n_items;
+        const char *utf16;
         Parser p;
         int r;
 
@@ -875,6 +901,14 @@ int config_load(const char *path, Config **ret, ConfigMessages *msgs) {
                 config_messages_add(m, CONFIG_MESSAGE_ERROR, path, 0, "cannot open: %s", strerror(-r));
                 config_messages_done(&local);
                 return r;
+        }
+        utf16 = utf16_byte_order(f);
+        if (utf16) {
+                config_messages_add(m, CONFIG_MESSAGE_ERROR, path, 1,
+                                    "the file is UTF-16 (%s), not UTF-8: save it as UTF-8 (with or without a byte order mark)",
+                                    utf16);
+                config_messages_done(&local);
+                return -EINVAL;
         }
 
         r = config_new_default(&c);
