@@ -81,8 +81,8 @@ static const char *const wsl_keys[] = {
 static const char *const daemon_keys[] = { "socket", "stateDir", "adminGroup" };
 static const char *const experimental_keys[] = { "sparseVhd" };
 static const char *const trim_keys[] = { "mounts", "interval", "chunk", "pause" };
-static const char *const disk_keys[] = { "path", "sparse" };
-static const char *const watch_keys[] = { "dir", "pattern", "sparse" };
+static const char *const disk_keys[] = { "path", "sparse", "format" };
+static const char *const watch_keys[] = { "dir", "pattern", "sparse", "format" };
 
 #define MIN_TRIM_CHUNK MiB
 
@@ -378,11 +378,22 @@ static void apply_override(Parser *p, ReclaimSettings *s, unsigned *overridden, 
         *overridden |= 1u << k;
 }
 
+static void set_format(Parser *p, const char *value, ReclaimSettings *s) {
+        DiskFormat f = disk_format_from_string(value);
+
+        if (f < 0)
+                invalid_value(p, "format", value, -EINVAL, "expected auto, vhdx or raw");
+        else
+                s->format = f;
+}
+
 static void apply_disk_key(Parser *p, const char *key, const char *value) {
         DiskConfig *d = &p->config->disks[p->index];
 
         if (streq(key, "path"))
                 set_path(p, key, value, true, &d->path);
+        else if (streq(key, "format"))
+                set_format(p, value, &d->reclaim);
         else if (streq(key, "sparse")) {
                 set_boolean(p, key, value, &d->sparse);
                 d->sparse_overridden = true;
@@ -395,6 +406,8 @@ static void apply_watch_key(Parser *p, const char *key, const char *value) {
 
         if (streq(key, "dir"))
                 set_path(p, key, value, false, &w->dir);
+        else if (streq(key, "format"))
+                set_format(p, value, &w->reclaim);
         else if (streq(key, "pattern")) {
                 if (value[0] == '\0' || strchr(value, '/'))
                         invalid_value(p, key, value, -EINVAL, "expected a glob on file names, such as *.vhdx");

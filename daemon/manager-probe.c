@@ -30,7 +30,7 @@ void disk_probe(Disk *d) {
         d->missing = false;
         free(d->real_path);
         d->real_path = realpath(d->path, NULL);
-        r = image_open(fd, &img, &error);
+        r = image_open(fd, d->path, d->settings.format, &img, &error);
         if (r >= 0) {
                 d->record.format = (int) img->format;
                 d->record.virtual_size = img->virtual_size;

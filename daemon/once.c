@@ -109,7 +109,7 @@ static void print_file_systems(Image *img, int fd) {
         fsaware_scan_done(&scan);
 }
 
-int once_inspect(const char *path) {
+int once_inspect(const char *path, DiskFormat format) {
         _cleanup_close_ int fd = -1;
         _cleanup_free_ char *error = NULL;
         Image *img = NULL;
@@ -118,7 +118,7 @@ int once_inspect(const char *path) {
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return log_error_errno(errno, "%s: cannot open: %m", path), 1;
-        r = image_open(fd, &img, &error);
+        r = image_open(fd, path, format, &img, &error);
         if (r < 0) {
                 log_error_errno(r, "%s: %s", path, error ? error : strerror(-r));
                 return 1;

@@ -334,7 +334,7 @@ static void pass_open_and_run(PassState *s, const char *path) {
 
         r = allocated_bytes(fd, &rep->allocated_before);
         if (r >= 0)
-                r = image_open(fd, &img, &error);
+                r = image_open(fd, path, o->format, &img, &error);
         if (r < 0) {
                 if (r == -EBADMSG || r == -EOPNOTSUPP)
                         pass_report_set(rep, PASS_REFUSED_INVALID, "%s", error ? error : strerror(-r));

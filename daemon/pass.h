@@ -28,6 +28,7 @@ typedef enum PassResult {
 
 typedef struct PassOptions {
         DiscardMode discard;            /* safe: stale + zero; free: also guest free space */
+        DiskFormat format;              /* what the configuration says the image is (image_open()) */
         bool dry_run;
         bool force_fixed;               /* act on LeaveBlockAllocated disks */
         uint64_t min_hole;              /* bytes */
