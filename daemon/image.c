@@ -97,6 +97,26 @@ static int refuse(char **ret_error, const char *message) {
         return -EBADMSG;
 }
 
+static const char *file_type_name(mode_t m) {
+        return S_ISDIR(m) ? "a directory" : S_ISBLK(m) ? "a block device" : S_ISCHR(m) ? "a character device" :
+               S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" : S_ISLNK(m) ? "a symbolic link" : "of unknown type";
+}
+
+static int refuse_not_regular(mode_t m, char **ret_error) {
+        char msg[64];
+
+        snprintf(msg, sizeof msg, "not a regular file: %s", file_type_name(m));
+        return refuse(ret_error, msg);
+}
+
+int image_check_regular(const char *path, char **ret_error) {
+        struct stat st;
+
+        if (stat(path, &st) < 0)
+                return -errno;
+        return S_ISREG(st.st_mode) ? 0 : refuse_not_regular(st.st_mode, ret_error);
+}
+
 static bool has_suffix(const char *s, const char *suffix) {
         size_t n = strlen(s), m = strlen(suffix);
 
@@ -149,7 +169,7 @@ int image_open(int fd, const char *path, DiskFormat format, Image **ret, char **
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode))
-                return refuse(ret_error, "not a regular file");
+                return refuse_not_regular(st.st_mode, ret_error);
 
         img = calloc(1, sizeof *img);
         if (!img)

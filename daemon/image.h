@@ -39,6 +39,12 @@ typedef struct Image {
  * not an image we can handle safely. */
 int image_open(int fd, const char *path, DiskFormat format, Image **ret, char **ret_error);
 
+/* Refuses (-EBADMSG, *ret_error "not a regular file: a directory") what is
+ * not a regular file, from stat() alone: nothing is opened, so a FIFO cannot
+ * block and a device is not touched. 0 for a regular file; -errno when
+ * stat() fails. */
+int image_check_regular(const char *path, char **ret_error);
+
 /* What the file's name claims: VHDX for .vhdx/.avhdx, RAW for .img/.raw
  * (any case), AUTO for anything else. */
 DiskFormat image_format_from_name(const char *path);

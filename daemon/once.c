@@ -87,7 +87,10 @@ static void print_file_systems(Image *img, int fd) {
                 printf("guest file systems  cannot be read: %s\n", scan.error[0] ? scan.error : strerror(-r));
                 return;
         }
-        printf("guest file systems  %s%s\n", partition_table_kind_to_string(scan.table),
+        /* Table "none" with a file system on the whole disk is not "no file system". */
+        printf("guest file systems  %s%s\n",
+               scan.table != PARTITION_TABLE_NONE ? partition_table_kind_to_string(scan.table) :
+               scan.n_parts > 0 ? "no partition table" : "none found",
                scan.gpt_backup_used ? " (primary GPT damaged, backup used)" : "");
         for (size_t i = 0; i < scan.n_parts; i++) {
                 const FsPartition *p = &scan.parts[i];
@@ -115,7 +118,11 @@ int once_inspect(const char *path, DiskFormat format) {
         Image *img = NULL;
         int r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* Before open(): a FIFO would block it, and --once says the same. */
+        r = image_check_regular(path, &error);
+        if (r == -EBADMSG)
+                return log_error("%s: %s", path, error), 1;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
                 return log_error_errno(errno, "%s: cannot open: %m", path), 1;
         r = image_open(fd, path, format, &img, &error);
