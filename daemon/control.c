@@ -801,26 +801,36 @@ static int mkdir_parents(const char *path, mode_t mode) {
         return 0;
 }
 
+/* The socket's group is adminGroup, whoever made the socket: the
+ * configuration says who administers the daemon, so a socket from systemd
+ * (SocketGroup=) follows it too. The path is the one the listening socket
+ * is bound to. */
 void control_socket_apply_group(Manager *m) {
+        struct sockaddr_un sa = {};
+        socklen_t len = sizeof sa;
+        const char *group = m->config->admin_group;
+        struct stat st;
         gid_t gid = 0;
         struct group *g;
 
-        /* A socket from systemd belongs to its unit (SocketGroup=). */
-        if (!m->listen_fd_ours) {
-                log_notice("the control socket comes from systemd: its group is the socket unit's SocketGroup=");
+        if (geteuid() != 0 || m->listen_fd < 0)
                 return;
-        }
-        if (geteuid() != 0)
-                return;
-        if (m->config->admin_group[0]) {
-                g = getgrnam(m->config->admin_group);
+        if (getsockname(m->listen_fd, (struct sockaddr *) &sa, &len) < 0 || sa.sun_family != AF_UNIX ||
+            len <= offsetof(struct sockaddr_un, sun_path) || sa.sun_path[0] == 0)
+                return;         /* unnamed or abstract: no file to own */
+        sa.sun_path[sizeof sa.sun_path - 1] = 0;
+        if (group[0]) {
+                g = getgrnam(group);
                 if (!g)
                         return;     /* resolve_admin_group() said so */
                 gid = g->gr_gid;
         }
-        if (chown(m->socket_path, 0, gid) < 0)
-                log_warning_errno(errno, "cannot give %s to group %s: %m", m->socket_path,
-                                  m->config->admin_group[0] ? m->config->admin_group : "root");
+        if (stat(sa.sun_path, &st) < 0 || !S_ISSOCK(st.st_mode) || (st.st_uid == 0 && st.st_gid == gid))
+                return;
+        if (chown(sa.sun_path, 0, gid) < 0)
+                log_warning_errno(errno, "cannot give %s to group %s: %m", sa.sun_path, group[0] ? group : "root");
+        else
+                log_info("%s now belongs to group %s (adminGroup)", sa.sun_path, group[0] ? group : "root");
 }
 
 static int bind_socket(Manager *m) {
@@ -859,7 +869,6 @@ static int bind_socket(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "cannot bind %s: %m", m->socket_path);
         m->listen_fd_ours = true;
-        control_socket_apply_group(m);
         if (listen(fd, SOMAXCONN) < 0)
                 return log_error_errno(errno, "listen on %s: %m", m->socket_path);
         m->listen_fd = TAKE_FD(fd);
@@ -885,6 +894,7 @@ int control_setup(Manager *m) {
                 if (r < 0)
                         return r;
         }
+        control_socket_apply_group(m);
         r = sd_event_add_io(m->event, &m->listen_source, m->listen_fd, EPOLLIN, on_listen, m);
         if (r < 0)
                 return log_error_errno(r, "cannot watch the control socket: %m");

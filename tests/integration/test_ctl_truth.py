@@ -14,7 +14,8 @@ Issue 10, items 5, 6 and 8, through the real daemon and client:
   cannot connect is told the socket is restricted to group "adm"; a user
   who can connect but is not an admin gets the daemon's own refusal, naming
   "adm"; `reload` with adminGroup=users gives the socket to users, and the
-  refusal then names "users";
+  refusal then names "users"; a socket systemd made (systemd-socket-activate)
+  is given to adminGroup too;
 - a [disk] with format=raw is reclaimed as raw even when its name is .bin;
   the same image without format=raw is refused-invalid.
 
@@ -187,6 +188,29 @@ def check_group(images, group):
     os.chmod(sock, 0o660)
 
 
+def check_activated_socket(images):
+    """A socket systemd made (systemd-socket-activate here) follows adminGroup too."""
+    if not shutil.which("systemd-socket-activate"):
+        t.check(os.environ.get("CI") != "true", "systemd-socket-activate is installed (CI)")
+        print("systemd-socket-activate is not installed: the activated socket is not tried", flush=True)
+        return
+    write_config(images, "adm")
+    activator = subprocess.Popen(["systemd-socket-activate", "-l", sock, DAEMON, "-c", conf],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(sock) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        p = ctl("status")       # the first connection starts the daemon
+        t.equal(p.returncode, 0, f"socket activation: status ({p.stderr.strip()})")
+        t.equal(os.stat(sock).st_gid, GROUPS["adm"], "socket activation: the socket systemd made belongs to adm")
+    finally:
+        activator.terminate()
+        activator.wait(timeout=20)
+        if os.path.exists(sock):
+            os.unlink(sock)
+
+
 def main():
     images = {n: os.path.join(tmp, f) for n, f in (("busy", "busy.raw"), ("watch", "watch.raw"),
                                                    ("bin", "disk.bin"), ("unnamed", "other.bin"),
@@ -205,6 +229,8 @@ def main():
     p = ctl("reload")
     t.equal(p.returncode, 0, f"reload with adminGroup=users ({p.stderr.strip()})")
     check_group(images, "users")
+    stop_daemon()
+    check_activated_socket(images)
 
 
 try:
