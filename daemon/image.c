@@ -136,21 +136,20 @@ DiskFormat image_format_from_name(const char *path) {
 
 /* A file without the VHDX signature: why it is not taken as raw, or NULL
  * when it may be. */
-static const char *why_not_raw(const Image *img, DiskFormat format, DiskFormat by_name) {
+static const char *why_not_raw(Image *img, DiskFormat format, DiskFormat by_name) {
+        /* Whatever its name or configuration says: the free tier would look
+         * for file systems in its metadata. */
+        if (looks_like_damaged_vhdx(img))
+                return "file type identifier at offset 0x0: signature is not \"vhdxfile\", "
+                       "but a VHDX header and region table follow: a damaged VHDX";
         if (format == DISK_FORMAT_VHDX || (format == DISK_FORMAT_AUTO && by_name == DISK_FORMAT_VHDX)) {
                 if (img->file_size == 0)
                         return "empty file: a VHDX starts with its file type identifier (\"vhdxfile\" at offset 0x0)";
-                if (looks_like_damaged_vhdx((Image *) img))
-                        return "file type identifier at offset 0x0: signature is not \"vhdxfile\", "
-                               "but a VHDX header and region table follow: a damaged VHDX";
                 return format == DISK_FORMAT_VHDX ?
                         "file type identifier at offset 0x0: signature is not \"vhdxfile\" (format=vhdx)" :
                         "file type identifier at offset 0x0: signature is not \"vhdxfile\": a file named "
                         ".vhdx or .avhdx must be a VHDX (format=raw or --format=raw if it is a raw image)";
         }
-        if (looks_like_damaged_vhdx((Image *) img))
-                return "file type identifier at offset 0x0: signature is not \"vhdxfile\", "
-                       "but a VHDX header and region table follow: a damaged VHDX";
         if (format == DISK_FORMAT_AUTO && by_name != DISK_FORMAT_RAW)
                 return "not a VHDX (no \"vhdxfile\" signature at offset 0x0), and not named as a raw image: "
                        "an image is raw by its name (.img, .raw) or by format=raw or --format=raw";
