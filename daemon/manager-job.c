@@ -110,6 +110,7 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
         pass_options_done(&j->options);
         j->options = (PassOptions) {
                 .discard = discard,
+                .format = d->settings.format,
                 .dry_run = dry_run,
                 .min_hole = d->settings.min_hole,
                 /* Asked for by a person: any win is worth it. */

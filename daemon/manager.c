@@ -118,6 +118,7 @@ static void log_messages(const ConfigMessages *msgs) {
 int manager_reload(Manager *m, char **errors) {
         ConfigMessages msgs = {};
         Config *c = NULL;
+        bool group_changed;
         int r;
 
         notify_reloading();
@@ -140,9 +141,12 @@ int manager_reload(Manager *m, char **errors) {
 
         if (strcmp(c->socket_path, m->config->socket_path) != 0 || strcmp(c->state_dir, m->config->state_dir) != 0)
                 log_notice("[daemon] socket and stateDir take effect at the next start");
+        group_changed = strcmp(c->admin_group, m->config->admin_group) != 0;
         config_free(m->config);
         m->config = c;
         resolve_admin_group(m);
+        if (group_changed)
+                control_socket_apply_group(m);
         apply_disks(m);
         (void) watch_sync(m);
         schedule_all(m);

@@ -87,7 +87,10 @@ static void print_file_systems(Image *img, int fd) {
                 printf("guest file systems  cannot be read: %s\n", scan.error[0] ? scan.error : strerror(-r));
                 return;
         }
-        printf("guest file systems  %s%s\n", partition_table_kind_to_string(scan.table),
+        /* Table "none" with a file system on the whole disk is not "no file system". */
+        printf("guest file systems  %s%s\n",
+               scan.table != PARTITION_TABLE_NONE ? partition_table_kind_to_string(scan.table) :
+               scan.n_parts > 0 ? "no partition table" : "none found",
                scan.gpt_backup_used ? " (primary GPT damaged, backup used)" : "");
         for (size_t i = 0; i < scan.n_parts; i++) {
                 const FsPartition *p = &scan.parts[i];
@@ -109,16 +112,20 @@ static void print_file_systems(Image *img, int fd) {
         fsaware_scan_done(&scan);
 }
 
-int once_inspect(const char *path) {
+int once_inspect(const char *path, DiskFormat format) {
         _cleanup_close_ int fd = -1;
         _cleanup_free_ char *error = NULL;
         Image *img = NULL;
         int r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* Before open(): a FIFO would block it, and --once says the same. */
+        r = image_check_regular(path, &error);
+        if (r == -EBADMSG)
+                return log_error("%s: %s", path, error), 1;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
                 return log_error_errno(errno, "%s: cannot open: %m", path), 1;
-        r = image_open(fd, &img, &error);
+        r = image_open(fd, path, format, &img, &error);
         if (r < 0) {
                 log_error_errno(r, "%s: %s", path, error ? error : strerror(-r));
                 return 1;

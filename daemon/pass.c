@@ -439,6 +439,19 @@ static void report_sizes_from_path(PassReport *rep, const char *path) {
         rep->allocated_before = rep->allocated_after = (uint64_t) st.st_blocks * 512;
 }
 
+/* An image that was not parsed (skipped or refused) still has a format by
+ * its configuration or its name, and a raw one's virtual size is its size. */
+static void report_what_is_known(PassReport *rep, const char *path, DiskFormat format) {
+        DiskFormat f = format != DISK_FORMAT_AUTO ? format : image_format_from_name(path);
+
+        if (rep->format_known || f == DISK_FORMAT_AUTO)
+                return;
+        rep->format = f == DISK_FORMAT_VHDX ? IMAGE_FORMAT_VHDX : IMAGE_FORMAT_RAW;
+        rep->format_known = true;
+        if (rep->format == IMAGE_FORMAT_RAW)
+                rep->virtual_size = rep->file_size;
+}
+
 static void pass_open_and_run(PassState *s, const char *path) {
         const PassOptions *o = s->o;
         PassReport *rep = s->rep;
@@ -447,10 +460,19 @@ static void pass_open_and_run(PassState *s, const char *path) {
         Image *img = NULL;
         int r;
 
+        /* Before any open: a directory, device or FIFO is refused as
+         * --inspect refuses it, not as a lease that cannot be taken. */
+        r = image_check_regular(path, &error);
+        if (r == -EBADMSG) {
+                pass_report_set(rep, PASS_REFUSED_INVALID, "%s", error);
+                return;
+        }
+
         r = guard_open_leased(path, !o->dry_run, &fd);
         if (r == -EBUSY) {
                 pass_report_set(rep, PASS_SKIPPED_IN_USE, "another process has the image open");
                 report_sizes_from_path(rep, path);
+                report_what_is_known(rep, path, o->format);
                 return;
         }
         if (r == -ESTALE) {
@@ -467,12 +489,14 @@ static void pass_open_and_run(PassState *s, const char *path) {
 
         r = allocated_bytes(fd, &rep->allocated_before);
         if (r >= 0)
-                r = image_open(fd, &img, &error);
+                r = image_open(fd, path, o->format, &img, &error);
         if (r < 0) {
                 if (r == -EBADMSG || r == -EOPNOTSUPP)
                         pass_report_set(rep, PASS_REFUSED_INVALID, "%s", error ? error : strerror(-r));
                 else
                         pass_report_set(rep, PASS_ERROR, "reading the image: %s", error ? error : strerror(-r));
+                report_sizes_from_path(rep, path);
+                report_what_is_known(rep, path, o->format);
         } else {
                 rep->format = img->format;
                 rep->format_known = true;

@@ -29,6 +29,7 @@ typedef enum PassResult {
 
 typedef struct PassOptions {
         DiscardMode discard;            /* safe: stale + zero; free: also guest free space */
+        DiskFormat format;              /* what the configuration says the image is (image_open()) */
         bool dry_run;
         bool force_fixed;               /* act on LeaveBlockAllocated disks */
         bool compact;                   /* then shrink the VHDX file (compact.h) */
