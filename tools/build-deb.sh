@@ -1,0 +1,90 @@
+#!/bin/bash
+# Builds the Debian package from this tree: installs the build dependencies
+# (debian/control's Build-Depends, and dpkg-dev, debhelper, lintian), copies
+# the committed-or-not working tree to a scratch directory so that the
+# build never writes into the source, runs `dpkg-buildpackage -us -uc -b`
+# there, checks the result with lintian (errors and warnings fail the
+# build) and leaves vhdreclaim_<version>_<arch>.deb in the output directory.
+#
+#   tools/build-deb.sh [--output DIR] [--version VERSION]
+#
+# --output: where the .deb goes (default: the current directory).
+# --version: package a higher (or other) version of the same tree, by
+#   prepending a debian/changelog entry in the scratch copy; for upgrade
+#   tests. The source tree is not changed.
+# Run as root on Debian 12 (it calls apt-get when something is missing).
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+output=$PWD
+version=
+
+while [ $# -gt 0 ]; do
+        case $1 in
+        --output) output=$2; shift 2 ;;
+        --version) version=$2; shift 2 ;;
+        *) echo "usage: $0 [--output DIR] [--version VERSION]" >&2; exit 2 ;;
+        esac
+done
+mkdir -p "$output"
+output=$(cd "$output" && pwd)
+
+# The tools, then what debian/control says the build needs.
+tools=(dpkg-dev debhelper lintian fakeroot)
+missing=()
+for p in "${tools[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! unmet=$(cd "$top" && dpkg-checkbuilddeps 2>&1); then
+        # "dpkg-checkbuilddeps: error: Unmet build dependencies: a (>= 1) b"
+        deps=$(sed -n 's/.*Unmet build dependencies: //p' <<<"$unmet" | sed 's/([^)]*)//g; s/|[^ ]*//g')
+        [ -n "$deps" ] || { echo "$unmet" >&2; exit 1; }
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        # shellcheck disable=SC2086
+        apt-get install -y -qq --no-install-recommends $deps
+fi
+
+work=$(mktemp -d /tmp/vhdreclaim-deb.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+src=$work/vhdreclaim
+mkdir "$src"
+# The tree as it is, without build directories or VCS metadata.
+tar -C "$top" --exclude=.git --exclude='./build*' --exclude=./debian/vhdreclaim \
+        --exclude=./debian/.debhelper --exclude=./obj-* -cf - . | tar -C "$src" -xf -
+
+if [ -n "$version" ]; then
+        {
+                printf 'vhdreclaim (%s) unstable; urgency=medium\n\n' "$version"
+                printf '  * Rebuilt from the same tree as version %s.\n\n' "$version"
+                printf ' -- %s  %s\n\n' \
+                        "$(sed -n 's/^ -- \(.*>\)  .*/\1/p' "$src/debian/changelog" | head -n1)" \
+                        "$(date -R)"
+                cat "$src/debian/changelog"
+        } >"$src/debian/changelog.new"
+        mv "$src/debian/changelog.new" "$src/debian/changelog"
+fi
+
+(cd "$src" && dpkg-buildpackage -us -uc -b) >"$work/build.log" 2>&1 || {
+        tail -n 60 "$work/build.log" >&2
+        echo "build-deb: dpkg-buildpackage failed" >&2
+        exit 1
+}
+
+changes=$(ls "$work"/vhdreclaim_*.changes)
+debs=$(ls "$work"/vhdreclaim_*.deb)
+# Errors and warnings fail; accepted warnings are overridden, each with its
+# reason, in debian/vhdreclaim.lintian-overrides.
+lintian --fail-on error,warning --no-tag-display-limit "$changes" || {
+        echo "build-deb: lintian found errors or warnings" >&2
+        exit 1
+}
+cp $debs "$output"/
+for d in $debs; do
+        echo "$output/$(basename "$d")"
+done
