@@ -50,6 +50,17 @@ if ! unmet=$(cd "$top" && dpkg-checkbuilddeps 2>&1); then
         apt-get install -y -qq --no-install-recommends $deps
 fi
 
+# The package's version is debian/changelog's; it must be the release that
+# meson.build names (the daemon reports that one), perhaps with a suffix.
+meson_version=$(sed -n "s/^ *version *: *'\([^']*\)'.*/\1/p" "$top/meson.build" | head -n1)
+changelog_version=$(sed -n '1s/^vhdreclaim (\([^)]*\)).*/\1/p' "$top/debian/changelog")
+case $changelog_version in
+"$meson_version" | "$meson_version"[-+~]*) ;;
+*)
+        echo "build-deb: debian/changelog is at $changelog_version but meson.build at $meson_version" >&2
+        exit 1 ;;
+esac
+
 work=$(mktemp -d /tmp/vhdreclaim-deb.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 src=$work/vhdreclaim
