@@ -6,24 +6,29 @@
 # there, checks the result with lintian (errors and warnings fail the
 # build) and leaves vhdreclaim_<version>_<arch>.deb in the output directory.
 #
-#   tools/build-deb.sh [--output DIR] [--version VERSION]
+#   tools/build-deb.sh [--output DIR] [--version VERSION] [--piuparts]
 #
 # --output: where the .deb goes (default: the current directory).
 # --version: package a higher (or other) version of the same tree, by
 #   prepending a debian/changelog entry in the scratch copy; for upgrade
 #   tests. The source tree is not changed.
+# --piuparts: then install and purge the package in a fresh bookworm chroot
+#   with piuparts (debootstraps from this host's mirror: a few minutes and
+#   the network; no systemd runs there, tests/nspawn covers that).
 # Run as root on Debian 12 (it calls apt-get when something is missing).
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 output=$PWD
 version=
+piuparts=false
 
 while [ $# -gt 0 ]; do
         case $1 in
         --output) output=$2; shift 2 ;;
         --version) version=$2; shift 2 ;;
-        *) echo "usage: $0 [--output DIR] [--version VERSION]" >&2; exit 2 ;;
+        --piuparts) piuparts=true; shift ;;
+        *) echo "usage: $0 [--output DIR] [--version VERSION] [--piuparts]" >&2; exit 2 ;;
         esac
 done
 mkdir -p "$output"
@@ -31,6 +36,7 @@ output=$(cd "$output" && pwd)
 
 # The tools, then what debian/control says the build needs.
 tools=(dpkg-dev debhelper lintian fakeroot)
+$piuparts && tools+=(piuparts)
 missing=()
 for p in "${tools[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -95,6 +101,23 @@ lintian --fail-on error,warning --tag-display-limit 0 "$changes" || {
         echo "build-deb: lintian found errors or warnings" >&2
         exit 1
 }
+if $piuparts; then
+        mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1)
+        # The paths ignored are systemd's (our dependency, installed and
+        # purged with us in the chroot), never ours: its private state
+        # directories and coredump/pstore directories, and /root/.ssh that
+        # its purge leaves.
+        # shellcheck disable=SC2086
+        piuparts -d bookworm -m "${mirror:-http://deb.debian.org/debian}" \
+                --ignore=/root/.ssh/ --ignore=/var/cache/private/ --ignore=/var/lib/private/ \
+                --ignore=/var/log/private/ --ignore=/var/lib/systemd/coredump/ \
+                --ignore=/var/lib/systemd/pstore/ $debs >"$work/piuparts.log" 2>&1 || {
+                grep -A20 'FAIL' "$work/piuparts.log" >&2 || tail -n 40 "$work/piuparts.log" >&2
+                echo "build-deb: piuparts failed" >&2
+                exit 1
+        }
+        grep 'PASS:' "$work/piuparts.log" >&2
+fi
 cp $debs "$output"/
 for d in $debs; do
         echo "$output/$(basename "$d")"
