@@ -94,7 +94,7 @@ fi
 }
 
 changes=$(ls "$work"/vhdreclaim_*.changes)
-debs=$(ls "$work"/vhdreclaim_*.deb)
+debs=("$work"/vhdreclaim_*.deb)
 # Errors and warnings fail; accepted warnings are overridden, each with its
 # reason, in debian/vhdreclaim.lintian-overrides.
 lintian --fail-on error,warning --tag-display-limit 0 "$changes" || {
@@ -107,18 +107,17 @@ if $piuparts; then
         # purged with us in the chroot), never ours: its private state
         # directories and coredump/pstore directories, and /root/.ssh that
         # its purge leaves.
-        # shellcheck disable=SC2086
         piuparts -d bookworm -m "${mirror:-http://deb.debian.org/debian}" \
                 --ignore=/root/.ssh/ --ignore=/var/cache/private/ --ignore=/var/lib/private/ \
                 --ignore=/var/log/private/ --ignore=/var/lib/systemd/coredump/ \
-                --ignore=/var/lib/systemd/pstore/ $debs >"$work/piuparts.log" 2>&1 || {
+                --ignore=/var/lib/systemd/pstore/ "${debs[@]}" >"$work/piuparts.log" 2>&1 || {
                 grep -A20 'FAIL' "$work/piuparts.log" >&2 || tail -n 40 "$work/piuparts.log" >&2
                 echo "build-deb: piuparts failed" >&2
                 exit 1
         }
         grep 'PASS:' "$work/piuparts.log" >&2
 fi
-cp $debs "$output"/
-for d in $debs; do
+cp "${debs[@]}" "$output"/
+for d in "${debs[@]}"; do
         echo "$output/$(basename "$d")"
 done
