@@ -127,10 +127,10 @@ int manager_reload(Manager *m, char **errors) {
         log_messages(&msgs);
         if (r < 0) {
                 if (errors) {
-                        if (msgs.n_items == 0)
-                                (void) asprintf(errors, "%s: %s", m->config_path, strerror(-r));
-                        else
+                        if (msgs.n_items > 0)
                                 (void) messages_to_string(&msgs, errors);
+                        else if (asprintf(errors, "%s: %s", m->config_path, strerror(-r)) < 0)
+                                *errors = NULL;  /* asprintf() leaves it undefined */
                 }
                 config_messages_done(&msgs);
                 log_error("the configuration stays as it was");

@@ -16,6 +16,8 @@ packages=(
   systemd systemd-container dbus debootstrap
   # nspawn harness cache (tests/nspawn) and man page rendering (test_units)
   zstd man-db
+  # the Debian package (tools/build-deb.sh, test_nspawn_deb) and piuparts
+  dpkg-dev debhelper lintian fakeroot
 )
 
 missing=()
