@@ -53,6 +53,7 @@ static bool probe_swap(const uint8_t *b, size_t len) {
 
 static const FsBackend *const backends[] = {
         &fs_backend_ext,
+        &fs_backend_ntfs,
 };
 
 /* Names what the first bytes of a partition hold, and finds the backend that
@@ -78,7 +79,7 @@ static FsKind probe_kind(const uint8_t *b, size_t len, const FsBackend **ret_bac
         if (has_signature(b, len, 0, "XFSB", 4))
                 return FS_XFS;
         if (has_signature(b, len, 3, "NTFS    ", 8))
-                return FS_NTFS;
+                return FS_NTFS;         /* without the boot sector's end mark */
         if (has_signature(b, len, 3, "-FVE-FS-", 8))
                 return FS_BITLOCKER;
         if (has_signature(b, len, 3, "ReFS\0\0\0\0", 8))
