@@ -86,14 +86,21 @@ static s64 nio_pread(struct ntfs_device *dev, void *buf, s64 count, s64 offset) 
                 errno = EINVAL;
                 return -1;
         }
+        /* After one failure nothing more is read: a broken lease means
+         * stop all I/O now. The library sees EIO, never EINTR or EAGAIN,
+         * which its pread loop would retry forever; the real errno stays in
+         * io->error for ntfs_io_error(). */
+        if (io->error != 0) {
+                errno = EIO;
+                return -1;
+        }
         if ((uint64_t) offset >= io->size || count == 0)
                 return 0;
         len = MIN((uint64_t) count, io->size - (uint64_t) offset);
         r = vdisk_read(io->disk, buf, len, io->offset + (uint64_t) offset);
         if (r < 0) {
-                if (io->error == 0)
-                        io->error = r;
-                errno = -r;
+                io->error = r;
+                errno = EIO;
                 return -1;
         }
         return (s64) len;

@@ -9,7 +9,9 @@
  * volume through a VDisk, at a byte offset (the partition start) and bounded
  * by the partition size: every read goes through the VDisk's read callback,
  * so through the pass's one leased descriptor. Opening for writing and every
- * write fail with EROFS. The VDisk must outlive the device. */
+ * write fail with EROFS. After the first failed read every read fails with
+ * EIO (libntfs-3g retries EINTR forever: a broken lease must stop it). The
+ * VDisk must outlive the device. */
 
 typedef struct NtfsIo NtfsIo;
 struct ntfs_device;
