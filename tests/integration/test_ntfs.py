@@ -22,6 +22,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_free_tier import (DAEMON, IN_CI, MiB, allocated, copy_into, extract,  # noqa: E402
                             headers, make_ext, reclaim, run, sha256, verify_ext)
+from ntfstest import Mount, file_hashes, fuse_problem, mkntfs  # noqa: E402
 
 VSS_GUID = "{3808876b-c176-4e48-b7ae-04046e6cc752}"
 GPT_WINDOWS_LAYOUT = ("label: gpt\n"
@@ -29,27 +30,6 @@ GPT_WINDOWS_LAYOUT = ("label: gpt\n"
                       "size=16M, type=E3C9E316-0B5C-4DB8-817D-F92DF00215AE\n"
                       "size=120M, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7\n"
                       "size=48M, type=DE94BBA4-06D1-4D40-A16A-BFD50179D6AC\n")
-
-
-def mkntfs(path, size_mib):
-    with open(path, "wb") as f:
-        f.truncate(size_mib * MiB)
-    run("mkntfs", "-q", "-F", "-f", "-L", "vhdreclaim-test", path)
-
-
-class Mount:
-    """A FUSE ntfs-3g mount of a raw file (read-write unless ro)."""
-
-    def __init__(self, raw, where, ro=False):
-        self.raw, self.where, self.ro = raw, where, ro
-
-    def __enter__(self):
-        os.makedirs(self.where, exist_ok=True)
-        run("ntfs-3g", *(["-o", "ro"] if self.ro else []), self.raw, self.where)
-        return self.where
-
-    def __exit__(self, *exc):
-        run("umount", self.where)
 
 
 def fill(raw, rng, n_files=24, delete_ratio=0.6, extra=None):
@@ -95,13 +75,8 @@ def verify_ntfs(raw, files, before_listing, before_free):
     assert not re.search(r"FIXED|[Cc]orrupt|[Ee]rror", p.stdout + p.stderr), p.stdout + p.stderr
     assert listing(raw) == before_listing, "ntfsls -R differs after the pass"
     assert free_clusters(raw) == before_free, "ntfsinfo's free cluster count differs"
-    seen = {}
     with Mount(raw, raw + ".ro", ro=True) as mnt:
-        for root, dirs, names in os.walk(mnt):
-            dirs[:] = [d for d in dirs if d != "System Volume Information"]
-            for n in names:
-                full = os.path.join(root, n)
-                seen[os.path.relpath(full, mnt)] = sha256(full)
+        seen = file_hashes(mnt)
     os.rmdir(raw + ".ro")
     assert seen == files, "files after the pass: %s" % sorted(set(seen) ^ set(files))
 
@@ -147,22 +122,7 @@ def patch_volume_information(raw, major=None, minor=None, set_flags=0):
 
 
 def require_fuse():
-    """FUSE mounts need root and /dev/fuse: try one."""
-    reason = None
-    if os.geteuid() != 0:
-        reason = "ntfs-3g mounts need root"
-    elif not os.path.exists("/dev/fuse"):
-        reason = "/dev/fuse is missing"
-    else:
-        d = tempfile.mkdtemp(prefix="test-ntfs-probe-")
-        try:
-            mkntfs(os.path.join(d, "p.raw"), 8)
-            with Mount(os.path.join(d, "p.raw"), os.path.join(d, "m")) as m:
-                open(os.path.join(m, "x"), "w").close()
-        except (subprocess.CalledProcessError, OSError) as e:
-            reason = "an ntfs-3g FUSE mount does not work here: %s" % getattr(e, "stderr", e)
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
+    reason = fuse_problem()
     if reason:
         print(("FAILED (CI): " if IN_CI else "skipping: ") + reason, flush=True)
         sys.exit(1 if IN_CI else 77)
