@@ -59,6 +59,10 @@ static int ntfs_open_volume(VDisk *d, FsPartition *p, void **ret) {
         v->vol = ntfs_device_mount(dev, NTFS_MNT_RDONLY);
         if (!v->vol) {
                 e = errno;
+                /* The library closes the device on most failure paths, not
+                 * all; ntfs_device_free() refuses an open one. */
+                if (NDevOpen(dev))
+                        (void) dev->d_ops->close(dev);
                 (void) ntfs_device_free(dev);
                 r = ntfs_io_error(v->io);
                 ntfs_io_free(v->io);
@@ -85,8 +89,12 @@ static int ntfs_check_boot_backup(ntfs_volume *vol, FsPartition *p) {
                 return -ENOMEM;
         if (ntfs_pread(vol->dev, 0, ss, a) != (s64) ss)
                 return fs_mark_unclean(p, "cannot read the boot sector");
-        backup = (uint64_t) sle64_to_cpu(((const NTFS_BOOT_SECTOR *) a)->number_of_sectors) * ss;
-        if (backup > p->size || p->size - backup < ss)
+        int64_t sectors = sle64_to_cpu(((const NTFS_BOOT_SECTOR *) a)->number_of_sectors);
+        if (sectors < 0 || (uint64_t) sectors >= p->size / ss)
+                return fs_mark_unclean(p, "the backup boot sector (sector %lld) lies beyond the partition (%" PRIu64 " bytes)",
+                                       (long long) sectors, p->size);
+        backup = (uint64_t) sectors * ss;
+        if (p->size - backup < ss)
                 return fs_mark_unclean(p, "the backup boot sector (byte %" PRIu64 ") lies beyond the partition (%" PRIu64 " bytes)",
                                        backup, p->size);
         if (ntfs_pread(vol->dev, (s64) backup, ss, b) != (s64) ss)
