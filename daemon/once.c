@@ -93,16 +93,9 @@ static void print_file_systems(Image *img, int fd) {
                scan.n_parts > 0 ? "no partition table" : "none found",
                scan.gpt_backup_used ? " (primary GPT damaged, backup used)" : "");
         for (size_t i = 0; i < scan.n_parts; i++) {
-                const FsPartition *p = &scan.parts[i];
-                printf("  %s %-3d %-8s offset 0x%" PRIx64 " size %" PRIu64 "%s%s%s",
-                       p->index > 0 ? "partition" : "whole disk", p->index, fs_kind_to_string(p->kind),
-                       p->offset, p->size,
-                       fs_kind_is_ext(p->kind) ? (p->clean ? ", clean" : ", NOT clean: ") : "",
-                       fs_kind_is_ext(p->kind) && !p->clean ? p->reason : "",
-                       fs_kind_is_ext(p->kind) && p->clean ? ", free " : "");
-                if (fs_kind_is_ext(p->kind) && p->clean)
-                        printf("%" PRIu64, p->free_bytes);
-                printf("\n");
+                char line[512];
+                fsaware_describe(&scan.parts[i], line, sizeof line);
+                printf("  %s\n", line);
         }
         if (fsaware_first_unclean(&scan))
                 printf("free tier           skipped: a file system is not clean\n");

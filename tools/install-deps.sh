@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   # build
   meson ninja-build pkg-config gcc clang
-  libsystemd-dev libinih-dev uuid-dev libcmocka-dev libext2fs-dev comerr-dev zlib1g-dev
+  libsystemd-dev libinih-dev uuid-dev libcmocka-dev libext2fs-dev comerr-dev zlib1g-dev ntfs-3g-dev
   # sanitizer and fuzzer runtimes
   libclang-rt-14-dev
   # real peers used by tests, demo and benchmarks
