@@ -100,6 +100,8 @@ class Samba:
             raise AssertionError(f"smbpasswd failed: {p.stderr}")
 
     def start(self):
+        if not port_445_free():
+            raise AssertionError("something else listens on 127.0.0.1:445 (another smbd?)")
         self.out = open(os.path.join(self.dir, "smbd.out"), "w")
         self.proc = subprocess.Popen(["smbd", "-F", "--no-process-group", "-s", self.conf],
                                      stdout=self.out, stderr=self.out, start_new_session=True)
