@@ -16,7 +16,7 @@ packages=(
   systemd systemd-container dbus debootstrap
   # a real Samba server and SMB clients (test_samba), and a real network
   # file system: sshfs against a loopback sshd (test_unsafe_fs)
-  samba smbclient python3-samba sshfs openssh-server openssh-client
+  samba smbclient python3-samba sshfs openssh-server openssh-client iproute2
   # nspawn harness cache (tests/nspawn) and man page rendering (test_units)
   zstd man-db
 )

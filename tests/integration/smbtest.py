@@ -2,7 +2,9 @@
 """A real smbd for the Samba tests: Debian's samba with a private
 configuration (its own smb.conf, state, lock, pid and private directories
 under the test's temporary directory), bound to 127.0.0.1 port 445, the only
-port python3-samba's libsmb client talks to. And an SMB client in its own
+port python3-samba's libsmb client talks to, in a network namespace of its
+own (unshare), so that neither a system smbd nor another test run can hold
+that port; the clients join the namespace (nsenter). And an SMB client in its own
 process (python3-samba's libsmb, run by the system's python3, which is the
 one python3-samba is built for), driven line by line, so that it can hold a
 file open while the test does other things."""
@@ -10,7 +12,6 @@ file open while the test does other things."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,34 +29,33 @@ REQUEST_OPLOCK = 2
 REQUEST_BATCH_OPLOCK = 4
 
 
-def port_445_free():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def listening_445(pid):
+    """Whether 127.0.0.1:445 is listening in the network namespace of pid."""
     try:
-        s.connect(("127.0.0.1", 445))
-        return False
+        with open(f"/proc/{pid}/net/tcp") as f:
+            return any(w[1] == "0100007F:01BD" and w[3] == "0A" for w in (line.split() for line in f)
+                       if len(w) > 3)
     except OSError:
-        return True
-    finally:
-        s.close()
+        return False
 
 
 def require_samba():
     if os.geteuid() != 0:
         skip("smbd needs root to bind port 445")
-    for tool in ("/usr/sbin/smbd", "/usr/bin/smbclient", "/usr/bin/smbpasswd", SYSTEM_PYTHON):
+    for tool in ("/usr/sbin/smbd", "/usr/bin/smbclient", "/usr/bin/smbpasswd", SYSTEM_PYTHON,
+                 "/usr/bin/unshare", "/usr/bin/nsenter", "/usr/sbin/ip"):
         if not os.access(tool, os.X_OK):
             skip(f"{tool} is missing (tools/install-deps.sh installs samba, smbclient, python3-samba)")
     p = subprocess.run([SYSTEM_PYTHON, "-c", "import samba.samba3.libsmb_samba_internal"],
                        capture_output=True, text=True)
     if p.returncode != 0:
         skip(f"python3-samba is missing: {p.stderr.strip()[-200:]}")
-    if not port_445_free():
-        skip("something already listens on 127.0.0.1:445")
 
 
 class Samba:
     """smbd -F in its own session (so that it and every child it forks for a
-    connection are one process group, stopped together)."""
+    connection are one process group, stopped together) and its own network
+    namespace."""
 
     def __init__(self, tmp, share_dir, kernel_oplocks=False, extra=""):
         self.dir = os.path.join(tmp, "samba")
@@ -100,18 +100,23 @@ class Samba:
             raise AssertionError(f"smbpasswd failed: {p.stderr}")
 
     def start(self):
-        if not port_445_free():
-            raise AssertionError("something else listens on 127.0.0.1:445 (another smbd?)")
         self.out = open(os.path.join(self.dir, "smbd.out"), "w")
-        self.proc = subprocess.Popen(["smbd", "-F", "--no-process-group", "-s", self.conf],
+        # unshare and sh exec: the process started is smbd itself.
+        self.proc = subprocess.Popen(["unshare", "--net", "sh", "-c",
+                                      f"ip link set lo up && exec smbd -F --no-process-group -s '{self.conf}'"],
                                      stdout=self.out, stderr=self.out, start_new_session=True)
+        self.netns = f"/proc/{self.proc.pid}/ns/net"
         wait_for(lambda: self.listening(), 15, 0.1, what="smbd to listen on 127.0.0.1:445")
         return self
+
+    def enter(self, argv):
+        """argv run in smbd's network namespace."""
+        return ["nsenter", f"--net={self.netns}"] + list(argv)
 
     def listening(self):
         if self.proc.poll() is not None:
             raise AssertionError(f"smbd exited with {self.proc.returncode}: {self.read_log()}")
-        return not port_445_free()
+        return listening_445(self.proc.pid)
 
     def read_log(self):
         text = ""
@@ -138,18 +143,17 @@ class Samba:
         except ProcessLookupError:
             pass
         self.out.close()
-        wait_for(port_445_free, 10, 0.1, what="port 445 to be free again")
 
     def smbclient(self, command, check=True):
-        p = subprocess.run(["smbclient", f"//127.0.0.1/{SHARE}", "-U", f"{USER}%{PASSWORD}",
-                            "-s", self.conf, "-c", command], capture_output=True, text=True, timeout=60)
+        p = subprocess.run(self.enter(["smbclient", f"//127.0.0.1/{SHARE}", "-U", f"{USER}%{PASSWORD}",
+                                       "-s", self.conf, "-c", command]), capture_output=True, text=True, timeout=60)
         if check and p.returncode != 0:
             raise AssertionError(f"smbclient -c {command!r} failed: {p.stdout}{p.stderr}")
         return p
 
     def smbclient_start(self, command):
-        return subprocess.Popen(["smbclient", f"//127.0.0.1/{SHARE}", "-U", f"{USER}%{PASSWORD}",
-                                 "-s", self.conf, "-c", command],
+        return subprocess.Popen(self.enter(["smbclient", f"//127.0.0.1/{SHARE}", "-U", f"{USER}%{PASSWORD}",
+                                            "-s", self.conf, "-c", command]),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def __enter__(self):
@@ -166,7 +170,7 @@ class Client:
     see that something took its oplock away."""
 
     def __init__(self, samba):
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, os.path.abspath(__file__), "--client", samba.conf],
+        self.proc = subprocess.Popen(samba.enter([SYSTEM_PYTHON, os.path.abspath(__file__), "--client", samba.conf]),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
         r = self._answer()

@@ -69,13 +69,10 @@ def test_written_through_smb_passes_after_idle(tmp):
     share = share_dir(tmp)
     src = standard_image(os.path.join(tmp, "src.vhdx"))
     d = Daemon(tmp, watch_config(tmp, share, idleDelay="2s")).start()
-    with Samba(tmp, share):
+    with Samba(tmp, share) as samba:
         # The whole image comes through smbd: it creates, writes and closes it.
         t0 = time.monotonic()
-        put = subprocess.run(["smbclient", "//127.0.0.1/images", "-U", "root%vhdreclaim-test",
-                                    "-s", os.path.join(tmp, "samba", "smb.conf"),
-                                    "-c", f"put {src} user1.vhdx"], capture_output=True, text=True)
-        assert put.returncode == 0, put.stdout + put.stderr
+        samba.smbclient(f"put {src} user1.vhdx")
         put_done = time.monotonic() - t0
         name = f"{WATCH}/user1.vhdx"
         wait_for(lambda: name in d.disks(), 10, what="the image to be picked up")
@@ -87,10 +84,7 @@ def test_written_through_smb_passes_after_idle(tmp):
         assert_same_content(image, src)
         # And a client reads the same bytes back through the share.
         back = os.path.join(tmp, "back.vhdx")
-        p = subprocess.run(["smbclient", "//127.0.0.1/images", "-U", "root%vhdreclaim-test",
-                            "-s", os.path.join(tmp, "samba", "smb.conf"), "-c", f"get user1.vhdx {back}"],
-                           capture_output=True, text=True)
-        assert p.returncode == 0, p.stdout + p.stderr
+        samba.smbclient(f"get user1.vhdx {back}")
         assert sha256(back) == sha256(image)
         print(f"     pass {after_close:.1f}s after smbd closed the image (idleDelay 2s), "
               f"reclaimed {x['reclaimed_last'] // MiB} MiB")
