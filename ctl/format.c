@@ -169,6 +169,7 @@ static const struct {
         { "skipped-fixed",        "skipped, fixed disk" },
         { "skipped-differencing", "skipped, differencing disk" },
         { "skipped-unclean-fs",   "skipped, file system not clean" },
+        { "skipped-unsafe-fs",    "skipped, network or shared file system" },
         { "skipped-threshold",    "skipped, below minReclaim" },
         { "refused-invalid",      "refused, invalid image" },
         { "error",                "failed" },

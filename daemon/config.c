@@ -523,6 +523,9 @@ Config *config_free(Config *c) {
         for (size_t i = 0; i < c->trim.n_mounts; i++)
                 free(c->trim.mounts[i]);
         free(c->trim.mounts);
+        for (size_t i = 0; i < c->n_local_mounts; i++)
+                free(c->local_mounts[i]);
+        free(c->local_mounts);
         free(c);
         return NULL;
 }
@@ -552,6 +555,15 @@ static bool watch_equal(const WatchConfig *a, const WatchConfig *b) {
                 reclaim_settings_equal(&a->reclaim, &b->reclaim);
 }
 
+static bool local_mounts_equal(const Config *a, const Config *b) {
+        if (a->n_local_mounts != b->n_local_mounts)
+                return false;
+        for (size_t i = 0; i < a->n_local_mounts; i++)
+                if (!streq_ptr(a->local_mounts[i], b->local_mounts[i]))
+                        return false;
+        return true;
+}
+
 static bool trim_equal(const TrimConfig *a, const TrimConfig *b) {
         if (a->all != b->all || a->n_mounts != b->n_mounts ||
             a->interval_usec != b->interval_usec || a->chunk != b->chunk ||
@@ -573,6 +585,7 @@ bool config_equal(const Config *a, const Config *b) {
             a->sparse_vhd != b->sparse_vhd ||
             !reclaim_settings_equal(&a->reclaim, &b->reclaim) ||
             !trim_equal(&a->trim, &b->trim) ||
+            !local_mounts_equal(a, b) ||
             a->n_disks != b->n_disks ||
             a->n_watches != b->n_watches)
                 return false;

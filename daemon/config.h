@@ -196,6 +196,11 @@ typedef struct Config {
         bool sparse_vhd;
 
         ReclaimSettings reclaim;        /* [reclaim] */
+        /* [reclaim] localMounts: paths on network or shared file systems that
+         * the admin declares used by this host alone (safety rule 6); absolute,
+         * normalised. Not a per-disk setting: it states a fact about mounts. */
+        char **local_mounts;
+        size_t n_local_mounts;
 
         DiskConfig *disks;              /* in file order */
         size_t n_disks;

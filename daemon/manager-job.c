@@ -120,6 +120,15 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
                 .resume_offset = dry_run ? 0 : d->record.resume_offset,
                 .related_images = related_images(m, d),
         };
+        /* A copy: a reload may free the configuration while the pass runs.
+         * Without it (out of memory) no mount counts as declared local. */
+        strv_free_n(j->local_mounts, j->n_local_mounts);
+        j->n_local_mounts = 0;
+        j->local_mounts = strv_copy_n(m->config->local_mounts, m->config->n_local_mounts);
+        if (j->local_mounts)
+                j->n_local_mounts = m->config->n_local_mounts;
+        j->options.local_mounts = j->local_mounts;
+        j->options.n_local_mounts = j->n_local_mounts;
         j->started = true;
         d->written = false;
         watch_disarm_idle(d);

@@ -103,6 +103,8 @@ struct Job {
 
         char *path;
         PassOptions options;
+        char **local_mounts;    /* options.local_mounts points here */
+        size_t n_local_mounts;
         uint64_t start_realtime;
         uint64_t start_monotonic;
 

@@ -13,6 +13,7 @@
 
 #include "compact.h"
 #include "guard.h"
+#include "hostfs.h"
 #include "log.h"
 #include "macro.h"
 #include "pass.h"
@@ -27,6 +28,7 @@ static const char *const result_names[_PASS_RESULT_MAX] = {
         [PASS_SKIPPED_FIXED] = "skipped-fixed",
         [PASS_SKIPPED_DIFFERENCING] = "skipped-differencing",
         [PASS_SKIPPED_UNCLEAN_FS] = "skipped-unclean-fs",
+        [PASS_SKIPPED_UNSAFE_FS] = "skipped-unsafe-fs",
         [PASS_SKIPPED_THRESHOLD] = "skipped-threshold",
         [PASS_REFUSED_INVALID] = "refused-invalid",
         [PASS_ERROR] = "error",
@@ -452,12 +454,38 @@ static void report_what_is_known(PassReport *rep, const char *path, DiskFormat f
                 rep->virtual_size = rep->file_size;
 }
 
+/* Rule 6, before anything is opened: where a lease cannot see every opener,
+ * taking one would prove nothing. */
+static bool pass_host_fs_safe(PassState *s, const char *path, dev_t *ret_dev) {
+        _cleanup_free_ char *why = NULL;
+        int r;
+
+        /* No device matches (dev_t) -1: if path could not be examined, the
+         * open says why, or, should it succeed meanwhile, counts as a
+         * replaced file. */
+        *ret_dev = (dev_t) -1;
+        r = hostfs_check(path, s->o->local_mounts, s->o->n_local_mounts, ret_dev, &why);
+        if (r <= 0)
+                return true;
+        pass_report_set(s->rep, PASS_SKIPPED_UNSAFE_FS, "%s", why ?: "network or shared file system");
+        report_sizes_from_path(s->rep, path);
+        report_what_is_known(s->rep, path, s->o->format);
+        return false;
+}
+
+static bool fd_on_device(int fd, dev_t dev) {
+        struct stat st;
+
+        return fstat(fd, &st) >= 0 && st.st_dev == dev;
+}
+
 static void pass_open_and_run(PassState *s, const char *path) {
         const PassOptions *o = s->o;
         PassReport *rep = s->rep;
         _cleanup_close_ int fd = -1;
         _cleanup_free_ char *error = NULL;
         Image *img = NULL;
+        dev_t dev;
         int r;
 
         /* Before any open: a directory, device or FIFO is refused as
@@ -468,7 +496,11 @@ static void pass_open_and_run(PassState *s, const char *path) {
                 return;
         }
 
+        if (!pass_host_fs_safe(s, path, &dev))
+                return;
         r = guard_open_leased(path, !o->dry_run, &fd);
+        if (r >= 0 && !fd_on_device(fd, dev))
+                r = -ESTALE;    /* the path now leads elsewhere than what was checked */
         if (r == -EBUSY) {
                 pass_report_set(rep, PASS_SKIPPED_IN_USE, "another process has the image open");
                 report_sizes_from_path(rep, path);

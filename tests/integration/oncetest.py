@@ -24,10 +24,10 @@ JSON_FIELDS = {
     "filesystem": str, "result": str, "message": str, "duration_ms": int,
 }
 RESULTS = {"success", "nothing-to-do", "skipped-in-use", "skipped-dirty-log", "skipped-fixed",
-           "skipped-differencing", "skipped-unclean-fs", "skipped-threshold", "refused-invalid", "error",
-           "cancelled"}
+           "skipped-differencing", "skipped-unclean-fs", "skipped-unsafe-fs", "skipped-threshold", "refused-invalid",
+           "error", "cancelled"}
 # Results where the image may never have been parsed: "format" may be null.
-UNPARSED_RESULTS = {"refused-invalid", "error", "skipped-in-use"}
+UNPARSED_RESULTS = {"refused-invalid", "error", "skipped-in-use", "skipped-unsafe-fs"}
 
 
 def in_ci():
