@@ -7,7 +7,9 @@ test:
 1. daemonlib.main: a failure followed by a skip in the same file exits 1
    (skip()'s SystemExit(77) used to escape main and report SKIP); a skip
    alone exits 77, or 1 under CI=true.
-2. oncetest: a failed check followed by skip_or_fail() exits 1.
+2. oncetest: a failed check followed by skip_or_fail() exits 1; a part
+   skipped with Checker.skip() makes the run exit 77 (1 under CI=true), a
+   failure wins.
 3. cmocka: a unit test whose fixtures are missing exits 77 (cmocka's skip()
    alone exits 0, which meson shows as OK), or fails under CI=true, and its
    output says the fixtures are not part of the repository.
@@ -96,6 +98,19 @@ def check_oncetest(work):
         oncetest.skip_or_fail("deliberately missing prerequisite")
     """)
     t.equal(rc, 77, "oncetest: passing checks, then skip_or_fail: exit")
+    body = """
+        import oncetest
+        c = oncetest.Checker()
+        c.skip("deliberately missing part")
+        c.check(True, "a passing check")
+        c.exit()
+    """
+    rc, _ = run_script(work, body)
+    t.equal(rc, 77, "oncetest: a skipped part, then passing checks: exit")
+    rc, _ = run_script(work, body, ci=True)
+    t.equal(rc, 1, "oncetest: the same under CI=true: exit")
+    rc, _ = run_script(work, body.replace("c.check(True", "c.check(False"))
+    t.equal(rc, 1, "oncetest: a skipped part, then a failed check: exit")
 
 
 def check_cmocka():
