@@ -17,6 +17,8 @@ test:
    testlog.json, a registered test without a result, and a fuzz target that
    did not run or ran nothing are failures; a meson OK whose cmocka output
    lists skipped tests is a skip.
+5. Every tests/unit/test-*.c and tests/integration/test_*.py is registered
+   in tests/meson.build.
 
 Standard library only; runs in seconds."""
 
@@ -184,7 +186,20 @@ def check_tally(work):
     t.check(counts is not None and counts[1] >= 1, f"tally: no fuzz target at all fails: {counts}")
 
 
+def check_registered():
+    """Every test file is registered in tests/meson.build: one that is not
+    never runs, and nothing counts it missing."""
+    with open(os.path.join(SOURCE_ROOT, "tests", "meson.build")) as f:
+        build = f.read()
+    for d, prefix, suffix in (("integration", "test_", ".py"), ("unit", "test-", ".c")):
+        for name in sorted(os.listdir(os.path.join(SOURCE_ROOT, "tests", d))):
+            if name.startswith(prefix) and name.endswith(suffix):
+                stem = name[len(prefix):-len(suffix)] if d == "unit" else name[:-len(suffix)]
+                t.check(f"'{stem}'" in build, f"tests/{d}/{name} is registered in tests/meson.build")
+
+
 def main():
+    check_registered()
     with tempfile.TemporaryDirectory(prefix="test-harness-") as work:
         check_daemonlib(work)
         check_oncetest(work)
