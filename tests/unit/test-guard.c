@@ -21,6 +21,7 @@
 #include "extent.h"
 #include "guard.h"
 #include "macro.h"
+#include "prerequisite.h"
 #include "scan.h"
 #include "scratch-dir.h"
 
@@ -268,7 +269,7 @@ static void test_not_owner_without_cap_lease(void **state) {
         int status;
 
         if (geteuid() != 0)
-                skip();
+                skip_missing("test_not_owner_without_cap_lease: changing to another user needs root");
         test_file_make(*state, &f);
         pid = fork();
         assert_true(pid >= 0);
@@ -505,5 +506,5 @@ int main(void) {
                 cmocka_unit_test(test_write_leased_elsewhere_is_undisturbed),
                 cmocka_unit_test(test_read_leased_elsewhere_is_undisturbed),
         };
-        return cmocka_run_group_tests(tests, scratch_setup, scratch_dir_teardown);
+        return prerequisite_exit(cmocka_run_group_tests(tests, scratch_setup, scratch_dir_teardown));
 }
