@@ -72,6 +72,25 @@ int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run,
         return 0;
 }
 
+int manager_queue_compact(Manager *m, Disk *d, Job **ret) {
+        Job *j;
+        int r;
+
+        if (disk_watch_only(d))
+                return -EPERM;
+        /* A running pass has its options already: only a queued one can still change. */
+        if (d->job && d->job->kind == JOB_RECLAIM && d->job->running && !d->job->compact_request)
+                return -EBUSY;
+        r = manager_queue_reclaim(m, d, TRIGGER_MANUAL, false, _DISCARD_MODE_INVALID, &j);
+        if (r < 0)
+                return r;
+        j->compact_request = true;
+        j->trigger = TRIGGER_MANUAL;    /* asked for by a person: no minReclaim */
+        j->dry_run_request = false;
+        *ret = j;
+        return 0;
+}
+
 /* Every other managed or watched image: a differencing child of this one
  * may be among them (the pass also looks in the image's own folder). */
 static char **related_images(Manager *m, const Disk *d) {
@@ -118,6 +137,7 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
                 .io_limit = d->settings.io_limit,
                 .max_pass_usec = d->settings.max_pass_time_usec,
                 .resume_offset = dry_run ? 0 : d->record.resume_offset,
+                .compact = j->compact_request || d->settings.compact,
                 .related_images = related_images(m, d),
         };
         /* A copy: a reload may free the configuration while the pass runs.
