@@ -45,12 +45,19 @@ void manager_unlink_job(Manager *m, Job *j) {
                 }
 }
 
-int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run, DiscardMode discard, Job **ret) {
+static int queue_pass(Manager *m, Disk *d, JobTrigger trigger, bool dry_run, DiscardMode discard, bool compact,
+                      Job **ret) {
         Job *j;
 
         if (d->job && d->job->kind != JOB_RECLAIM)
                 return -EBUSY;
         if (d->job) {
+                if (compact && !d->job->running) {
+                        /* Not started yet: it becomes the pass that was asked for. */
+                        d->job->compact_request = true;
+                        d->job->trigger = TRIGGER_MANUAL;
+                        d->job->dry_run_request = false;
+                }
                 *ret = d->job;
                 return 0;
         }
@@ -58,7 +65,7 @@ int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run,
         if (!j)
                 return -ENOMEM;
         *j = (Job) { .manager = m, .id = ++m->next_job_id, .kind = JOB_RECLAIM, .trigger = trigger, .disk = d,
-                     .discard_request = discard, .dry_run_request = dry_run };
+                     .discard_request = discard, .dry_run_request = dry_run, .compact_request = compact };
         j->target = strdup(d->name);
         if (!j->target)
                 return job_free(j), -ENOMEM;
@@ -72,23 +79,17 @@ int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run,
         return 0;
 }
 
-int manager_queue_compact(Manager *m, Disk *d, Job **ret) {
-        Job *j;
-        int r;
+int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run, DiscardMode discard, Job **ret) {
+        return queue_pass(m, d, trigger, dry_run, discard, false, ret);
+}
 
+int manager_queue_compact(Manager *m, Disk *d, Job **ret) {
         if (disk_watch_only(d))
                 return -EPERM;
         /* A running pass has its options already: only a queued one can still change. */
-        if (d->job && d->job->kind == JOB_RECLAIM && d->job->running && !d->job->compact_request)
+        if (d->job && d->job->kind == JOB_RECLAIM && d->job->running && !d->job->options.compact)
                 return -EBUSY;
-        r = manager_queue_reclaim(m, d, TRIGGER_MANUAL, false, _DISCARD_MODE_INVALID, &j);
-        if (r < 0)
-                return r;
-        j->compact_request = true;
-        j->trigger = TRIGGER_MANUAL;    /* asked for by a person: no minReclaim */
-        j->dry_run_request = false;
-        *ret = j;
-        return 0;
+        return queue_pass(m, d, TRIGGER_MANUAL, false, _DISCARD_MODE_INVALID, true, ret);
 }
 
 /* Every other managed or watched image: a differencing child of this one
