@@ -230,9 +230,8 @@ static void print_finished_line(Waiter *w, const Job *j) {
         if (j->compacted) {
                 char before[FORMAT_HUMAN_MAX], after[FORMAT_HUMAN_MAX];
 
-                printf("; file size %s -> %s (%" PRIu64 " -> %" PRIu64 " bytes)%s",
-                       format_size_human(before, j->file_size_before), format_size_human(after, j->file_size_after),
-                       j->file_size_before, j->file_size_after, j->dry_run ? " if compacted" : "");
+                printf("; file size %s -> %s%s", format_size_human(before, j->file_size_before),
+                       format_size_human(after, j->file_size_after), j->dry_run ? " if compacted" : "");
         }
         fputc('\n', stdout);
 }

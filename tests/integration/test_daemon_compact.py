@@ -98,7 +98,11 @@ def test_ctl_compact_wait(tmp):
     d.wait_probed("c", "j")
     p = ctl(d, "compact", "c", "--wait")
     assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
-    assert re.search(rf"^job \d+ c: .*; file size .* \({before} -> {predicted} bytes\)$", p.stdout, re.M), p.stdout
+    assert re.search(rf"^job \d+ c: success, .*\(file compacted from {before} to {predicted} bytes, \d+ blocks "
+                     rf"moved\); file size \S+ -> \S+$", p.stdout, re.M), p.stdout
+    # The status and the history keep what it did.
+    assert f"file compacted from {before} to {predicted} bytes" in d.disk("c")["last_message"], d.disk("c")
+    assert f"file compacted from {before} to {predicted} bytes" in d.history("c")[-1]["message"], d.history("c")
     assert os.path.getsize(c) == predicted
     assert_valid_and_same(c, c_copy)
 
@@ -115,7 +119,8 @@ def test_ctl_compact_wait(tmp):
     # Nothing left to compact: a second one changes nothing.
     digest = sha256(c)
     p = ctl(d, "compact", "c", "--wait")
-    assert p.returncode == 0 and f"({predicted} -> {predicted} bytes)" in p.stdout, (p.stdout, p.stderr)
+    assert p.returncode == 0 and f"file compacted from {predicted} to {predicted} bytes, 0 blocks moved" in p.stdout, \
+        (p.stdout, p.stderr)
     assert sha256(c) == digest
 
     p = ctl(d, "compact", "nosuch")
