@@ -635,6 +635,25 @@ static void test_ntfs_errors(void **state) {
         assert_non_null(strstr(s.parts[0].reason, "cannot mount"));
         assert_int_equal(s.free.n, 0);
         fsaware_scan_done(&s);
+
+        /* A volume that claims more than its partition holds: unclean. */
+        {
+                _cleanup_free_ char *nt = NULL;
+
+                assert_true(asprintf(&nt, "%s.nt", f->disk) > 0);
+                assert_int_equal(run("rm -f '%1$s' && truncate -s 24M '%1$s' && mkntfs -q -F -f '%1$s' >/dev/null 2>&1", nt), 0);
+                assert_int_equal(run("rm -f '%1$s' && truncate -s 40M '%1$s' && "
+                                     "printf 'label: gpt\nstart=2048, size=32768, type=L\n' | sfdisk -q '%1$s'", f->disk), 0);
+                place(f->disk, nt, 2048);
+                assert_int_equal(scan(f->disk, &s), 0);
+                assert_int_equal(s.n_parts, 1);
+                assert_ptr_equal(fsaware_first_unclean(&s), &s.parts[0]);
+                if (!strstr(s.parts[0].reason, "larger than its partition"))
+                        fail_msg("reason: %s", s.parts[0].reason);
+                assert_int_equal(s.free.n, 0);
+                fsaware_scan_done(&s);
+                unlink(nt);
+        }
 }
 
 static void assert_ambiguous(const char *disk, const char *expected) {
