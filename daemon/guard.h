@@ -21,8 +21,10 @@ int guard_acquire(int fd);
  * failing non-blocking open breaks the lease; whether anyone else has the
  * file open is then asked through a read-only descriptor, because a
  * read-write open would break other processes' read leases. -EBUSY when the
- * image is in use, -ESTALE when the path was replaced between the two opens. */
-int guard_open_leased(const char *path, bool writable, int *ret_fd);
+ * image is in use, -ESTALE when the path was replaced between the two opens.
+ * no_follow: a symbolic link as the last component is not followed (-ELOOP),
+ * for images found in a [watch] folder, which its users may write to. */
+int guard_open_leased(const char *path, bool writable, bool no_follow, int *ret_fd);
 bool guard_lease_broken(int fd);
 /* Whether anyone holds a lease (or NFS delegation) on path, from
  * /proc/locks; opens nothing but /proc/locks. 1 yes, 0 no, negative errno.

@@ -44,6 +44,10 @@ bool disk_effective_sparse(const Disk *d) {
         return d->record.sparse_override >= 0 ? d->record.sparse_override : d->config_sparse;
 }
 
+bool disk_found_by_watch(const Disk *d) {
+        return strncmp(d->origin, "watch.", 6) == 0;
+}
+
 bool disk_watch_only(const Disk *d) {
         return !disk_effective_sparse(d) || d->settings.discard == DISCARD_NONE;
 }

@@ -25,6 +25,7 @@ struct Probe {
         Disk *disk;             /* NULL once the disk was dropped */
         char *path;
         DiskFormat configured;  /* the disk's format= setting */
+        bool no_follow;         /* found by a [watch]: a symlink is not followed */
         bool running;
         pthread_t thread;
         atomic_bool finished;
@@ -62,7 +63,7 @@ static void *probe_thread(void *userdata) {
         Image *img = NULL;
         int fd, r;
 
-        fd = open(p->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        fd = open(p->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (p->no_follow ? O_NOFOLLOW : 0));
         if (fd < 0)
                 p->open_error = -errno;
         else {
@@ -152,8 +153,10 @@ void disk_probe(Disk *d) {
         if (d->probe)
                 return;
         p = calloc(1, sizeof *p);
-        if (p)
+        if (p) {
                 p->configured = d->settings.format;
+                p->no_follow = disk_found_by_watch(d);
+        }
         if (!p || !(p->path = strdup(d->path))) {
                 free(p);
                 log_error("%s: out of memory reading its format", d->path);

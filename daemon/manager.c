@@ -248,7 +248,7 @@ int manager_new(const char *config_path, const char *socket_override, const char
         m = calloc(1, sizeof *m);
         if (!m)
                 return -ENOMEM;
-        m->state_dir_fd = m->worker_efd = m->inotify_fd = m->listen_fd = -1;
+        m->state_dir_fd = m->worker_efd = m->inotify_fd = m->inotify_wait_fd = m->mountinfo_fd = m->listen_fd = -1;
         m->start_time = usec_now(CLOCK_REALTIME);
         /* Absolute, so ConfigFile says which file a reload reads. */
         m->config_path = realpath(config_path, NULL);

@@ -163,6 +163,18 @@ struct Manager {
         sd_event_source *inotify_source;
         WatchDir *watch_dirs;
         bool watch_processing;
+        /* Folders to watch that do not exist (yet): their nearest existing
+         * ancestors are watched on a second inotify descriptor for the
+         * folder appearing, and mount table changes for a file system
+         * mounted on (or off) a watched folder; either rescans. */
+        char **watch_missing;
+        size_t n_watch_missing;
+        int inotify_wait_fd;
+        sd_event_source *inotify_wait_source;
+        WatchDir *watch_waits;
+        int mountinfo_fd;
+        sd_event_source *mountinfo_source;
+        sd_event_source *watch_resync;
 
         int listen_fd;
         bool listen_fd_ours;            /* bound by us: unlink at exit */
@@ -222,6 +234,9 @@ void manager_stop_probes(Manager *m);
 DiskState disk_state(const Disk *d);
 const char *disk_state_to_string(DiskState s);
 bool disk_effective_sparse(const Disk *d);
+/* Found in a [watch] folder (not named by a [disk]): its users may write
+ * there, so its path is never followed through a symlink. */
+bool disk_found_by_watch(const Disk *d);
 /* sparse=false or discard=none: its passes only measure. */
 bool disk_watch_only(const Disk *d);
 /* Whether the file's size and mtime are those its last estimate saw. */

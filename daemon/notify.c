@@ -11,6 +11,7 @@
 #include "log.h"
 #include "notify.h"
 #include "timespan.h"
+#include "watch.h"
 
 void notify_ready(void) {
         (void) sd_notify(false, "READY=1");
@@ -52,7 +53,7 @@ static uint64_t next_pass(Manager *m) {
 
 int notify_format_status(Manager *m, char **ret) {
         _cleanup_free_ char *buf = NULL;
-        size_t size = 0, queued = 0;
+        size_t size = 0, queued = 0, inactive;
         FILE *f;
 
         f = open_memstream(&buf, &size);
@@ -77,6 +78,11 @@ int notify_format_status(Manager *m, char **ret) {
                                 format_timespan_unit(rel, next > now ? next - now : 0));
                 }
         }
+        /* A watch waiting for its folder manages nothing: say so where
+         * `systemctl status` shows it. */
+        inactive = watch_inactive(m);
+        if (inactive > 0)
+                fprintf(f, "; %zu watch%s inactive (folder missing)", inactive, inactive == 1 ? "" : "es");
         if (fclose(f) != 0)
                 return -ENOMEM;
         *ret = TAKE_PTR(buf);

@@ -2,11 +2,12 @@
 #pragma once
 
 #include <stdatomic.h>
+#include <stdbool.h>
 
 /* `set-sparse DISK false`: re-allocates every hole of an image (fallocate
  * mode 0: the bytes read back the same), under the write lease. All or
  * nothing: when the host runs out of space, the lease breaks or cancel is
  * set, the holes filled so far are punched again and the image is as it was.
  * Returns 0, -ENOSPC, -EBUSY (in use, or opened meanwhile), -ECANCELED, or
- * another negative errno. */
-int unsparse_file(const char *path, const atomic_bool *cancel);
+ * another negative errno (-ELOOP: no_follow and path is a symlink). */
+int unsparse_file(const char *path, bool no_follow, const atomic_bool *cancel);

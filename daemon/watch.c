@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <limits.h>
 #include <stdio.h>
@@ -18,6 +19,11 @@
 #define WATCH_MASK                                                                                              \
         (IN_OPEN | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |     \
          IN_ONLYDIR)
+/* What the nearest existing ancestor of a missing folder is watched for. */
+#define WAIT_MASK (IN_CREATE | IN_MOVED_TO | IN_ONLYDIR)
+/* Events that come in a burst (mkdir -p, a mount with its submounts) are
+ * answered with one rescan. */
+#define RESYNC_DELAY_USEC (100 * USEC_PER_MSEC)
 /* The idle timers of images closed together fire together. */
 #define IDLE_TIMER_ACCURACY_USEC (50 * USEC_PER_MSEC)
 
@@ -31,6 +37,10 @@ struct WatchDir {
         char *path;
         int wd;
         bool marked;
+        /* The folder the watch was put on: a path that now leads to another
+         * (a file system mounted on it or off it) is watched afresh. */
+        dev_t dev;
+        ino_t ino;
 };
 
 static void watch_dir_free(WatchDir *w) {
@@ -38,12 +48,18 @@ static void watch_dir_free(WatchDir *w) {
         free(w);
 }
 
-static WatchDir *watch_dir_by_wd(Manager *m, int wd) {
-        for (WatchDir *w = m->watch_dirs; w; w = w->next)
+static WatchDir *watch_dir_in(WatchDir *list, int wd) {
+        for (WatchDir *w = list; w; w = w->next)
                 if (w->wd == wd)
                         return w;
         return NULL;
 }
+
+static WatchDir *watch_dir_by_wd(Manager *m, int wd) {
+        return watch_dir_in(m->watch_dirs, wd);
+}
+
+static void sync_all(Manager *m, bool loud);
 
 /* By the configured path, or where it leads: a writer that opened the image
  * through a symlink shows up in the target's folder. */
@@ -133,18 +149,90 @@ static int add_watch_image(Manager *m, const WatchConfig *w, const char *file, b
         return schedule_disk(d);
 }
 
-static bool is_regular(const char *path) {
+/* lstat(): a symlink is no regular file here. */
+static bool is_regular_nofollow(const char *path) {
         struct stat st;
 
-        return stat(path, &st) >= 0 && S_ISREG(st.st_mode);
+        return lstat(path, &st) >= 0 && S_ISREG(st.st_mode);
 }
 
-static int scan_watch(Manager *m, const WatchConfig *w) {
+/* path resolved, or for a file not there (yet), its folder resolved. */
+static char *canonical_path(const char *path) {
+        _cleanup_free_ char *dir = NULL, *rdir = NULL;
+        const char *slash = strrchr(path, '/');
+        char *r = realpath(path, NULL);
+
+        if (r || !slash)
+                return r;
+        dir = slash == path ? strdup("/") : strndup(path, (size_t) (slash - path));
+        rdir = dir ? realpath(dir, NULL) : NULL;
+        if (!rdir || asprintf(&r, "%s/%s", strcmp(rdir, "/") == 0 ? "" : rdir, slash + 1) < 0)
+                return NULL;
+        return r;
+}
+
+/* The same file whatever the spelling: the same inode (a symlink or a hard
+ * link included), or for files not there, the same resolved path. */
+static bool same_file_path(const char *a, const char *b) {
+        _cleanup_free_ char *ca = NULL, *cb = NULL;
+        struct stat sa, sb;
+        bool ha = stat(a, &sa) >= 0, hb = stat(b, &sb) >= 0;
+
+        if (ha || hb)
+                return ha && hb && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+        ca = canonical_path(a);
+        cb = canonical_path(b);
+        return ca && cb && strcmp(ca, cb) == 0;
+}
+
+/* The [disk] that names the file at path, if any. */
+static Disk *configured_disk_naming(Manager *m, const char *path) {
+        for (size_t i = 0; i < m->n_disks; i++) {
+                Disk *d = m->disks[i];
+
+                if (!disk_found_by_watch(d) && (strcmp(d->path, path) == 0 || same_file_path(path, d->path)))
+                        return d;
+        }
+        return NULL;
+}
+
+/* Whether an entry of a [watch] folder is an image the watch manages: a
+ * regular file, but no symlink (the folder's users could point one at any
+ * file on the host, which the daemon, as root, would then modify), and no
+ * file a [disk] names (its settings are the admin's word on that file:
+ * sparse=false must mean never modified). loud: at start and reload, and
+ * for a file that just appeared; rescans after a mount change stay quiet. */
+static bool watch_entry_wanted(Manager *m, const WatchConfig *w, const char *path, bool loud) {
+        struct stat st;
+        Disk *d;
+
+        if (lstat(path, &st) < 0)
+                return false;
+        if (S_ISLNK(st.st_mode)) {
+                log_full_errno(loud ? LOG_INFO : LOG_DEBUG, 0,
+                               "%s: a symbolic link in the folder of [watch.%s], ignored: links there are not followed",
+                               path, w->name);
+                return false;
+        }
+        if (!S_ISREG(st.st_mode))
+                return false;
+        d = configured_disk_naming(m, path);
+        if (d) {
+                log_full_errno(loud ? LOG_WARNING : LOG_DEBUG, 0,
+                               "%s: named by [disk.%s] and matched by [watch.%s]: managed as [disk.%s] only", path,
+                               d->name, w->name, d->name);
+                return false;
+        }
+        return true;
+}
+
+static int scan_watch(Manager *m, const WatchConfig *w, bool loud) {
         _cleanup_(closedirp) DIR *dir = opendir(w->dir);
         struct dirent *de;
 
         if (!dir)
-                return log_warning_errno(errno, "[watch.%s]: cannot read %s: %m", w->name, w->dir);
+                return log_full_errno(loud ? LOG_WARNING : LOG_DEBUG, errno, "[watch.%s]: cannot read %s: %m",
+                                      w->name, w->dir);
         while ((de = readdir(dir))) {
                 _cleanup_free_ char *path = NULL;
 
@@ -152,28 +240,40 @@ static int scan_watch(Manager *m, const WatchConfig *w) {
                         continue;
                 if (asprintf(&path, "%s/%s", w->dir, de->d_name) < 0)
                         return -ENOMEM;
-                if (disk_by_path(m, path) || !is_regular(path))
+                /* Not subfolders: a watch does not descend into them. */
+                if ((de->d_type != DT_UNKNOWN && de->d_type != DT_REG && de->d_type != DT_LNK) ||
+                    disk_by_path(m, path) || !watch_entry_wanted(m, w, path, loud))
                         continue;
                 (void) add_watch_image(m, w, de->d_name, true);
         }
         return 0;
 }
 
-/* A watch image whose [watch] is gone, whose name no longer matches, or
- * whose file is gone is dropped; the others take their section's settings. */
+/* A watch image whose [watch] is gone, whose name no longer matches, whose
+ * file is gone or was replaced by a symlink, or which a [disk] now names
+ * is dropped; the others take their section's settings. */
 static void refresh_watch_images(Manager *m) {
         for (size_t i = m->n_disks; i > 0; i--) {
                 Disk *d = m->disks[i - 1];
                 _cleanup_free_ char *dir = NULL;
                 const char *slash = strrchr(d->path, '/');
                 const WatchConfig *w;
+                Disk *named;
 
-                if (strncmp(d->origin, "watch.", 6) != 0 || !slash)
+                if (!disk_found_by_watch(d) || !slash)
                         continue;
                 dir = strndup(d->path, (size_t) (slash - d->path));
                 w = dir ? watch_for_file(m, dir, slash + 1) : NULL;
-                if (!w || strcmp(d->origin + 6, w->name) != 0 || !is_regular(d->path)) {
+                if (!w || strcmp(d->origin + 6, w->name) != 0 || !is_regular_nofollow(d->path)) {
                         log_info("%s: no longer watched", d->path);
+                        manager_drop_disk(m, d);
+                        continue;
+                }
+                named = configured_disk_naming(m, d->path);
+                if (named) {
+                        log_warning("%s: named by [disk.%s] and matched by [watch.%s]: managed as [disk.%s] only, "
+                                    "no longer as %s",
+                                    d->path, named->name, w->name, named->name, d->name);
                         manager_drop_disk(m, d);
                         continue;
                 }
@@ -184,72 +284,285 @@ static void refresh_watch_images(Manager *m) {
 
 /* ---- inotify watches ---- */
 
-static void ensure_dir(Manager *m, const char *path) {
-        WatchDir *w;
-        int wd;
+static WatchDir *watch_dir_add(WatchDir **list, const char *path, int wd) {
+        WatchDir *w = calloc(1, sizeof *w);
 
-        wd = inotify_add_watch(m->inotify_fd, path, WATCH_MASK);
-        if (wd < 0) {
-                log_warning_errno(errno, "cannot watch %s: %m", path);
-                return;
-        }
-        w = watch_dir_by_wd(m, wd);
-        if (w) {
-                w->marked = true;
-                return;
-        }
-        w = calloc(1, sizeof *w);
         if (!w || !(w->path = strdup(path))) {
                 free(w);
-                log_error("out of memory watching %s", path);
-                return;
+                return NULL;
         }
         w->wd = wd;
-        w->marked = true;
-        w->next = m->watch_dirs;
-        m->watch_dirs = w;
+        w->next = *list;
+        *list = w;
+        return w;
 }
 
-static void ensure_parent(Manager *m, const char *path) {
-        _cleanup_free_ char *dir = NULL;
-        const char *slash = strrchr(path, '/');
-
-        if (!slash)
-                return;
-        dir = slash == path ? strdup("/") : strndup(path, (size_t) (slash - path));
-        if (dir)
-                ensure_dir(m, dir);
-}
-
-int watch_sync(Manager *m) {
-        for (WatchDir *w = m->watch_dirs; w; w = w->next)
-                w->marked = false;
-        for (size_t i = 0; i < m->n_disks; i++) {
-                const Disk *d = m->disks[i];
-
-                if (strcmp(d->origin, "disk") != 0)
-                        continue;
-                ensure_parent(m, d->path);
-                if (d->real_path && strcmp(d->real_path, d->path) != 0)
-                        ensure_parent(m, d->real_path);
-        }
-        for (size_t i = 0; i < m->config->n_watches; i++)
-                ensure_dir(m, m->config->watches[i].dir);
-        for (WatchDir **p = &m->watch_dirs; *p;) {
+/* Drops the watches not marked since the last sweep. */
+static void sweep(int fd, WatchDir **list) {
+        for (WatchDir **p = list; *p;) {
                 WatchDir *w = *p;
 
                 if (w->marked) {
                         p = &w->next;
                         continue;
                 }
-                (void) inotify_rm_watch(m->inotify_fd, w->wd);
+                (void) inotify_rm_watch(fd, w->wd);
                 *p = w->next;
                 watch_dir_free(w);
         }
+}
+
+/* Watches the folder at path: 0, or a negative errno (logged when loud). */
+static int ensure_dir(Manager *m, const char *path, bool loud) {
+        struct stat st;
+        WatchDir *w;
+        int wd;
+
+        wd = inotify_add_watch(m->inotify_fd, path, WATCH_MASK);
+        if (wd < 0)
+                return log_full_errno(loud ? LOG_WARNING : LOG_DEBUG, errno, "cannot watch %s: %m", path);
+        w = watch_dir_by_wd(m, wd);
+        if (w) {
+                w->marked = true;
+                return 0;
+        }
+        w = watch_dir_add(&m->watch_dirs, path, wd);
+        if (!w)
+                return log_error_errno(ENOMEM, "out of memory watching %s", path);
+        if (stat(path, &st) >= 0) {
+                w->dev = st.st_dev;
+                w->ino = st.st_ino;
+        }
+        w->marked = true;
+        return 0;
+}
+
+/* Waits for the missing folder at path to appear: watches its nearest
+ * existing ancestor for folders created or moved in. */
+static void ensure_wait(Manager *m, const char *path) {
+        _cleanup_free_ char *p = strdup(path);
+        WatchDir *w;
+        int wd = -1;
+
+        while (p && wd < 0) {
+                char *slash = strrchr(p, '/');
+
+                if (!slash)
+                        return;
+                if (slash == p)
+                        slash[1] = 0;
+                else
+                        *slash = 0;
+                wd = inotify_add_watch(m->inotify_wait_fd, p, WAIT_MASK);
+                if (wd < 0 && ((errno != ENOENT && errno != ENOTDIR) || strcmp(p, "/") == 0)) {
+                        log_warning_errno(errno, "cannot watch %s for %s to appear: %m", p, path);
+                        return;
+                }
+        }
+        if (!p)
+                return;
+        w = watch_dir_in(m->watch_waits, wd);
+        if (!w)
+                w = watch_dir_add(&m->watch_waits, p, wd);
+        if (w)
+                w->marked = true;
+        log_debug("%s: missing, watching %s for it to appear", path, p);
+}
+
+static bool strv_has(char **l, size_t n, const char *s) {
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(l[i], s) == 0)
+                        return true;
+        return false;
+}
+
+static int strv_push(char ***l, size_t *n, const char *s) {
+        char **nl = reallocarray(*l, *n + 1, sizeof *nl);
+
+        if (!nl)
+                return -ENOMEM;
+        *l = nl;
+        if (!(nl[*n] = strdup(s)))
+                return -ENOMEM;
+        (*n)++;
+        return 0;
+}
+
+/* Watches path, or if it is missing, waits for it (remembered in missing). */
+static bool ensure_dir_or_wait(Manager *m, const char *path, bool loud, char ***missing, size_t *n_missing) {
+        int r = ensure_dir(m, path, false);
+
+        if (r >= 0)
+                return true;
+        if (r != -ENOENT && r != -ENOTDIR) {
+                log_full_errno(loud ? LOG_WARNING : LOG_DEBUG, r, "cannot watch %s: %m", path);
+                return false;
+        }
+        if (!strv_has(*missing, *n_missing, path))
+                (void) strv_push(missing, n_missing, path);
+        ensure_wait(m, path);
+        return false;
+}
+
+static char *parent_of(const char *path) {
+        const char *slash = strrchr(path, '/');
+
+        if (!slash)
+                return NULL;
+        return slash == path ? strdup("/") : strndup(path, (size_t) (slash - path));
+}
+
+/* Watches every folder that holds managed images, rescans the [watch]
+ * folders, and waits for the missing ones. loud: at start and reload (the
+ * state of everything is logged); rescans after a folder appeared or the
+ * mount table changed log what changed only. */
+static void sync_all(Manager *m, bool loud) {
+        char **missing = NULL;
+        size_t n_missing = 0;
+
+        for (WatchDir *w = m->watch_dirs; w; w = w->next)
+                w->marked = false;
+        for (WatchDir *w = m->watch_waits; w; w = w->next)
+                w->marked = false;
+        for (size_t i = 0; i < m->n_disks; i++) {
+                const Disk *d = m->disks[i];
+                const char *paths[2] = { d->path, d->real_path };
+
+                if (disk_found_by_watch(d))
+                        continue;
+                for (size_t k = 0; k < 2; k++) {
+                        _cleanup_free_ char *dir = NULL;
+
+                        if (!paths[k] || (k == 1 && strcmp(paths[1], paths[0]) == 0))
+                                continue;
+                        dir = parent_of(paths[k]);
+                        if (dir && !ensure_dir_or_wait(m, dir, loud, &missing, &n_missing) &&
+                            (loud || !strv_has(m->watch_missing, m->n_watch_missing, dir)))
+                                log_full_errno(loud ? LOG_WARNING : LOG_INFO, 0,
+                                               "[disk.%s]: the folder %s does not exist: it is watched as soon as it "
+                                               "appears", d->name, dir);
+                }
+        }
+        for (size_t i = 0; i < m->config->n_watches; i++) {
+                const WatchConfig *w = &m->config->watches[i];
+                bool was_missing = strv_has(m->watch_missing, m->n_watch_missing, w->dir);
+
+                if (ensure_dir_or_wait(m, w->dir, loud, &missing, &n_missing)) {
+                        if (was_missing)
+                                log_info("[watch.%s]: %s appeared, watching it", w->name, w->dir);
+                } else if (loud || !was_missing)
+                        log_warning("[watch.%s]: %s does not exist: the watch is inactive until it appears", w->name,
+                                    w->dir);
+        }
+        sweep(m->inotify_fd, &m->watch_dirs);
+        sweep(m->inotify_wait_fd, &m->watch_waits);
+        strv_free_n(m->watch_missing, m->n_watch_missing);
+        m->watch_missing = missing;
+        m->n_watch_missing = n_missing;
 
         refresh_watch_images(m);
         for (size_t i = 0; i < m->config->n_watches; i++)
-                (void) scan_watch(m, &m->config->watches[i]);
+                if (!strv_has(m->watch_missing, m->n_watch_missing, m->config->watches[i].dir))
+                        (void) scan_watch(m, &m->config->watches[i], loud);
+}
+
+int watch_sync(Manager *m) {
+        sync_all(m, true);
+        return 0;
+}
+
+size_t watch_inactive(Manager *m) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < m->config->n_watches; i++)
+                if (strv_has(m->watch_missing, m->n_watch_missing, m->config->watches[i].dir))
+                        n++;
+        return n;
+}
+
+static int on_resync(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        sync_all(m, false);
+        worker_dispatch(m);
+        manager_state_changed(m);
+        return 0;
+}
+
+/* A rescan shortly, once for a burst of reasons. */
+static void schedule_resync(Manager *m) {
+        int r;
+
+        if (m->watch_resync) {
+                r = sd_event_source_set_time_relative(m->watch_resync, RESYNC_DELAY_USEC);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->watch_resync, SD_EVENT_ONESHOT);
+        } else
+                r = sd_event_add_time_relative(m->event, &m->watch_resync, CLOCK_MONOTONIC, RESYNC_DELAY_USEC,
+                                               RESYNC_DELAY_USEC / 2, on_resync, m);
+        if (r < 0)
+                log_warning_errno(r, "cannot schedule a rescan of the watched folders: %m");
+}
+
+/* Whether a watched folder's path now leads elsewhere (a file system was
+ * mounted on it or unmounted from it) or a missing one is there. */
+static bool dirs_changed(Manager *m) {
+        struct stat st;
+
+        for (WatchDir *w = m->watch_dirs; w; w = w->next)
+                if (stat(w->path, &st) < 0 || st.st_dev != w->dev || st.st_ino != w->ino)
+                        return true;
+        for (size_t i = 0; i < m->n_watch_missing; i++)
+                if (stat(m->watch_missing[i], &st) >= 0)
+                        return true;
+        return false;
+}
+
+/* The kernel flags /proc/self/mountinfo with POLLPRI whenever the mount
+ * table changes (and epoll stops reporting it once it was reported), so
+ * mounts are noticed without polling. */
+static int on_mountinfo(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Manager *m = userdata;
+
+        if (dirs_changed(m)) {
+                log_debug("the mount table changed under a watched folder: rescanning");
+                schedule_resync(m);
+        }
+        return 0;
+}
+
+static int on_inotify_wait(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+        Manager *m = userdata;
+        bool relevant = false;
+        ssize_t n;
+
+        while ((n = read(fd, buf, sizeof buf)) > 0)
+                for (char *p = buf; p < buf + n;) {
+                        const struct inotify_event *ev = (const struct inotify_event *) p;
+                        const WatchDir *w = watch_dir_in(m->watch_waits, ev->wd);
+
+                        p += sizeof *ev + ev->len;
+                        /* An ancestor gone, or the events lost: look again. */
+                        if ((ev->mask & (IN_IGNORED | IN_Q_OVERFLOW)) && (w || ev->wd < 0))
+                                relevant = true;
+                        if (!w || ev->len == 0)
+                                continue;
+                        /* A folder on the way to a missing one: the next component. */
+                        for (size_t i = 0; i < m->n_watch_missing && !relevant; i++) {
+                                const char *x = m->watch_missing[i];
+                                size_t l = strcmp(w->path, "/") == 0 ? 0 : strlen(w->path);
+                                size_t nl = strlen(ev->name);
+
+                                relevant = strncmp(x, w->path, l) == 0 && x[l] == '/' &&
+                                           strncmp(x + l + 1, ev->name, nl) == 0 &&
+                                           (x[l + 1 + nl] == '/' || x[l + 1 + nl] == 0);
+                        }
+                }
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+                log_warning_errno(errno, "reading inotify events: %m");
+        if (relevant)
+                schedule_resync(m);
         return 0;
 }
 
@@ -280,6 +593,14 @@ static void image_appeared(Manager *m, WatchDir *w, const char *name, const char
         Disk *d = disk_by_path(m, path);
         const WatchConfig *wc;
 
+        if (d && disk_found_by_watch(d) && !is_regular_nofollow(path)) {
+                /* Renamed over by a symlink (or anything but a file). */
+                log_info("%s: no longer a regular file, no longer watched", path);
+                manager_drop_disk(m, d);
+                return;
+        }
+        if (!d && is_regular_nofollow(path))
+                d = configured_disk_naming(m, path);
         if (d) {
                 if (!d->missing)
                         return;
@@ -291,7 +612,7 @@ static void image_appeared(Manager *m, WatchDir *w, const char *name, const char
                 return;
         }
         wc = watch_for_file(m, w->path, name);
-        if (wc && is_regular(path))
+        if (wc && watch_entry_wanted(m, wc, path, true))
                 /* A file being created is probed once its writer closes it and the idle pass runs. */
                 (void) add_watch_image(m, wc, name, complete);
 }
@@ -303,14 +624,16 @@ static void handle_event(Manager *m, const struct inotify_event *ev, Disk *self)
 
         if (ev->mask & IN_Q_OVERFLOW) {
                 log_warning("inotify queue overflow: rescanning the watched folders");
-                (void) watch_sync(m);
+                sync_all(m, false);
                 return;
         }
         w = watch_dir_by_wd(m, ev->wd);
         if (!w)
                 return;
         if (ev->mask & IN_IGNORED) {
-                /* The folder itself went away: its images are missing until a reload finds it again. */
+                /* The folder itself went away (or the file system it was on
+                 * was unmounted): its images are missing until it is back,
+                 * which the rescan waits for. */
                 for (size_t i = m->n_disks; i > 0; i--) {
                         Disk *x = m->disks[i - 1];
                         size_t l = strlen(w->path);
@@ -325,6 +648,7 @@ static void handle_event(Manager *m, const struct inotify_event *ev, Disk *self)
                                 watch_dir_free(w);
                                 break;
                         }
+                schedule_resync(m);
                 return;
         }
         if (ev->len == 0 || ev->name[0] == 0)
@@ -407,11 +731,25 @@ int watch_setup(Manager *m) {
         int r;
 
         m->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-        if (m->inotify_fd < 0)
+        m->inotify_wait_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (m->inotify_fd < 0 || m->inotify_wait_fd < 0)
                 return log_error_errno(errno, "inotify_init1: %m");
         r = sd_event_add_io(m->event, &m->inotify_source, m->inotify_fd, EPOLLIN, on_inotify, m);
+        if (r >= 0)
+                r = sd_event_add_io(m->event, &m->inotify_wait_source, m->inotify_wait_fd, EPOLLIN, on_inotify_wait,
+                                    m);
         if (r < 0)
                 return log_error_errno(r, "cannot watch the inotify descriptor: %m");
+        /* Without it, a file system mounted on a watched folder is seen at the next reload only. */
+        m->mountinfo_fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+        if (m->mountinfo_fd < 0)
+                log_warning_errno(errno, "cannot open /proc/self/mountinfo, mounts on watched folders are seen "
+                                  "at the next reload only: %m");
+        else {
+                r = sd_event_add_io(m->event, &m->mountinfo_source, m->mountinfo_fd, EPOLLPRI, on_mountinfo, m);
+                if (r < 0)
+                        return log_error_errno(r, "cannot watch /proc/self/mountinfo: %m");
+        }
         return 0;
 }
 
@@ -422,8 +760,24 @@ void watch_done(Manager *m) {
                 m->watch_dirs = w->next;
                 watch_dir_free(w);
         }
+        while (m->watch_waits) {
+                WatchDir *w = m->watch_waits;
+
+                m->watch_waits = w->next;
+                watch_dir_free(w);
+        }
+        strv_free_n(m->watch_missing, m->n_watch_missing);
+        m->watch_missing = NULL;
+        m->n_watch_missing = 0;
+        m->watch_resync = sd_event_source_disable_unref(m->watch_resync);
+        m->mountinfo_source = sd_event_source_disable_unref(m->mountinfo_source);
+        m->inotify_wait_source = sd_event_source_disable_unref(m->inotify_wait_source);
         m->inotify_source = sd_event_source_disable_unref(m->inotify_source);
         if (m->inotify_fd >= 0)
                 close(m->inotify_fd);
-        m->inotify_fd = -1;
+        if (m->inotify_wait_fd >= 0)
+                close(m->inotify_wait_fd);
+        if (m->mountinfo_fd >= 0)
+                close(m->mountinfo_fd);
+        m->inotify_fd = m->inotify_wait_fd = m->mountinfo_fd = -1;
 }

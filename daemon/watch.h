@@ -4,7 +4,8 @@
 #include "manager.h"
 
 /* inotify on the folders that hold the managed images: the [disk] images'
- * folders and the [watch] folders. Images appearing, disappearing or renamed
+ * folders and the [watch] folders (not their subfolders: a watch does not
+ * descend into them, so a subfolder replaced by a symlink leads nowhere). Images appearing, disappearing or renamed
  * are picked up or dropped; an image deleted mid-pass has its pass
  * cancelled; a close after writing starts the idle trigger (a pass idleDelay
  * later unless the image is opened again in between). */
@@ -16,6 +17,10 @@ void watch_done(Manager *m);
  * adds and removes inotify watches, scans the [watch] folders, adds the
  * images that match and drops those that no longer do. */
 int watch_sync(Manager *m);
+/* The [watch] sections whose folder does not exist (yet): inactive until it
+ * appears, which is noticed (inotify on its nearest existing ancestor, and
+ * the mount table for a file system mounted on a watched folder). */
+size_t watch_inactive(Manager *m);
 
 /* Reads the inotify events already queued, ignoring the open and close the
  * daemon itself just did on d (a probe). */

@@ -466,7 +466,7 @@ static void leased_elsewhere_is_skipped_undisturbed(const char *dir, int type, b
         f.fd = -1;
         lease_holder_start(&h, f.path, type);
         assert_int_equal(guard_file_leased(f.path), 1);
-        assert_int_equal(guard_open_leased(f.path, writable, &fd), -EBUSY);
+        assert_int_equal(guard_open_leased(f.path, writable, false, &fd), -EBUSY);
         assert_int_equal(fd, -1);
         /* The break, had it started, would show here at once. */
         assert_int_equal(lease_holder_ask(&h), type);
@@ -474,7 +474,7 @@ static void leased_elsewhere_is_skipped_undisturbed(const char *dir, int type, b
 
         /* The holder is gone: the image is free again. */
         assert_int_equal(guard_file_leased(f.path), 0);
-        assert_int_equal(guard_open_leased(f.path, writable, &fd), 0);
+        assert_int_equal(guard_open_leased(f.path, writable, false, &fd), 0);
         assert_false(guard_lease_broken(fd));
         guard_release(fd);
         close(fd);
@@ -488,6 +488,33 @@ static void test_write_leased_elsewhere_is_undisturbed(void **state) {
 
 static void test_read_leased_elsewhere_is_undisturbed(void **state) {
         leased_elsewhere_is_skipped_undisturbed(*state, F_RDLCK, true);
+}
+
+/* An image found in a [watch] folder is opened with no_follow: a symlink a
+ * user of the share put there leads nowhere, the file it names is never
+ * opened for writing; a configured image may still be reached through one. */
+static void test_no_follow_refuses_symlink(void **state) {
+        char link[320];
+        TestFile f;
+        int fd = -1;
+
+        test_file_make(*state, &f);
+        close(f.fd);
+        f.fd = -1;
+        snprintf(link, sizeof link, "%s.link", f.path);
+        assert_int_equal(symlink(f.path, link), 0);
+        assert_int_equal(guard_open_leased(link, true, true, &fd), -ELOOP);
+        assert_int_equal(fd, -1);
+        assert_int_equal(guard_open_leased(link, false, true, &fd), -ELOOP);
+        assert_int_equal(fd, -1);
+        assert_int_equal(guard_open_leased(f.path, true, true, &fd), 0);
+        guard_release(fd);
+        close(fd);
+        assert_int_equal(guard_open_leased(link, true, false, &fd), 0);
+        guard_release(fd);
+        close(fd);
+        unlink(link);
+        test_file_done(&f);
 }
 
 static int scratch_setup(void **state) {
@@ -505,6 +532,7 @@ int main(void) {
                 cmocka_unit_test(test_lease_listed),
                 cmocka_unit_test(test_write_leased_elsewhere_is_undisturbed),
                 cmocka_unit_test(test_read_leased_elsewhere_is_undisturbed),
+                cmocka_unit_test(test_no_follow_refuses_symlink),
         };
         return prerequisite_exit(cmocka_run_group_tests(tests, scratch_setup, scratch_dir_teardown));
 }
