@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -823,14 +824,43 @@ static void check_disks(Parser *p) {
         }
 }
 
+/* A [disk] in a watched folder, with a name the pattern matches: the
+ * daemon manages the file as the [disk] only (watch.c, which also finds
+ * other spellings of the same file); said here so --check-config tells. */
+static void check_disk_in_watch(Parser *p, const WatchConfig *w, size_t wi) {
+        Config *c = p->config;
+        size_t l = strlen(w->dir);
+
+        for (size_t i = 0; i < c->n_disks; i++) {
+                const DiskConfig *d = &c->disks[i];
+                const char *name;
+
+                if (!d->path)
+                        continue;
+                name = streq(w->dir, "/") ? d->path + 1 : d->path + l + 1;
+                if (!(streq(w->dir, "/") || (strncmp(d->path, w->dir, l) == 0 && d->path[l] == '/')) ||
+                    strchr(name, '/') || fnmatch(w->pattern, name, FNM_PERIOD) != 0)
+                        continue;
+                p->line = key_line(p, SECTION_DISK, i, "path", d->line);
+                parser_warning(p, "[disk.%s] names a file that [watch.%s] (line %u) matches: it is managed as "
+                               "[disk.%s] only", d->name, w->name, key_line(p, SECTION_WATCH, wi, "dir", w->line),
+                               d->name);
+        }
+}
+
 static void check_watches(Parser *p) {
         Config *c = p->config;
 
-        for (size_t i = 0; i < c->n_watches; i++)
-                if (!c->watches[i].dir && key_line(p, SECTION_WATCH, i, "dir", 0) == 0) {
-                        p->line = c->watches[i].line;
-                        parser_error(p, "[watch.%s] has no dir=", c->watches[i].name);
+        for (size_t i = 0; i < c->n_watches; i++) {
+                if (!c->watches[i].dir) {
+                        if (key_line(p, SECTION_WATCH, i, "dir", 0) == 0) {
+                                p->line = c->watches[i].line;
+                                parser_error(p, "[watch.%s] has no dir=", c->watches[i].name);
+                        }
+                        continue;
                 }
+                check_disk_in_watch(p, &c->watches[i], i);
+        }
 }
 
 /* Whatever a disk or watch does not set itself comes from [reclaim] and

@@ -13,7 +13,8 @@ import shutil
 import subprocess
 import time
 
-from daemonlib import (Daemon, MiB, config, main, require_tools, run, skip, standard_image, wait_for)
+from daemonlib import (VHDRECLAIMD, Daemon, MiB, config, main, require_tools, run, skip, standard_image,
+                       wait_for)
 
 
 def fingerprint(path):
@@ -97,6 +98,20 @@ def test_disk_named_by_other_spelling_at_start(tmp):
     assert set(disks) == {"keep", "share/other.vhdx"}, disks
     log = d.read_log()
     assert "named by [disk.keep] and matched by [watch.share]" in log, log
+
+
+def test_check_config_names_both_sections(tmp):
+    """--check-config warns (file:line) about a [disk] in a watched folder,
+    before any daemon runs; a name the pattern does not match is no overlap."""
+    conf = os.path.join(tmp, "c.conf")
+    with open(conf, "w") as f:
+        f.write("[watch.profiles]\ndir=/srv/x\n\n[disk.dup]\npath=/srv/x/with space.vhdx\nsparse=false\n"
+                "\n[disk.notes]\npath=/srv/x/notes.img\n")
+    p = subprocess.run([VHDRECLAIMD, "-n", "-c", conf], capture_output=True, text=True)
+    assert p.returncode == 0, p
+    assert (f"{conf}:5: warning: [disk.dup] names a file that [watch.profiles] (line 2) matches: "
+            "it is managed as [disk.dup] only") in p.stderr, p.stderr
+    assert "notes" not in p.stderr, p.stderr
 
 
 def test_symlinks_in_watch_folder_are_not_followed(tmp):
@@ -206,5 +221,5 @@ def test_file_system_mounted_on_watch_folder(tmp):
 if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl")
     main([test_disk_added_by_reload_is_never_managed_by_the_watch, test_disk_named_by_other_spelling_at_start,
-          test_symlinks_in_watch_folder_are_not_followed, test_missing_watch_folder_is_picked_up_when_it_appears,
-          test_file_system_mounted_on_watch_folder])
+          test_check_config_names_both_sections, test_symlinks_in_watch_folder_are_not_followed,
+          test_missing_watch_folder_is_picked_up_when_it_appears, test_file_system_mounted_on_watch_folder])
