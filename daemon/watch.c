@@ -460,6 +460,18 @@ static void sync_all(Manager *m, bool loud) {
         m->watch_missing = missing;
         m->n_watch_missing = n_missing;
 
+        /* A [disk] whose folder came back (created, moved or mounted) with
+         * the image already in it: no event in the folder says so. */
+        for (size_t i = 0; i < m->n_disks; i++) {
+                Disk *d = m->disks[i];
+
+                if (!disk_found_by_watch(d) && d->missing && access(d->path, F_OK) >= 0) {
+                        log_info("%s: present again", d->path);
+                        d->missing = false;
+                        disk_probe(d);
+                        (void) schedule_disk(d);
+                }
+        }
         refresh_watch_images(m);
         for (size_t i = 0; i < m->config->n_watches; i++)
                 if (!strv_has(m->watch_missing, m->n_watch_missing, m->config->watches[i].dir))

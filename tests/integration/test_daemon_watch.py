@@ -179,6 +179,29 @@ def test_missing_watch_folder_is_picked_up_when_it_appears(tmp):
     assert d.alive()
 
 
+def test_disk_folder_appearing_later_is_watched(tmp):
+    """A [disk] whose folder does not exist at start: once the folder and
+    the image appear, the image is present again and a writer's close starts
+    its idle pass, without a reload."""
+    folder = os.path.join(tmp, "later", "wsl")
+    img = os.path.join(folder, "ext4.vhdx")
+    d = Daemon(tmp, config(tmp, [("late", img)], reclaim={"idleDelay": "1s"})).start()
+    wait_for(lambda: d.disk("late")["state"] == "missing", 5, what="the disk to be missing")
+    staging = os.path.join(tmp, "staging")
+    os.makedirs(staging)
+    standard_image(os.path.join(staging, "ext4.vhdx"))
+    os.makedirs(os.path.dirname(folder))
+    os.rename(staging, folder)
+    wait_for(lambda: d.disk("late")["state"] == "idle" and d.disk("late")["format"] == "vhdx", 10,
+             what="the disk to be present again")
+    # A writer's close in the new folder: the idle pass follows.
+    with open(img, "r+b") as f:
+        f.seek(0, os.SEEK_END)
+    d.wait_passes("late", 1, timeout=15)
+    run("qemu-img", "check", "-q", img)
+    assert "[disk.late]: the folder" in d.read_log(), d.read_log()
+
+
 def test_file_system_mounted_on_watch_folder(tmp):
     """FINDING 8 (B), the FSLogix/Samba case: the share's file system is
     mounted on the (empty) watched folder after the daemon started: its
@@ -222,4 +245,5 @@ if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl")
     main([test_disk_added_by_reload_is_never_managed_by_the_watch, test_disk_named_by_other_spelling_at_start,
           test_check_config_names_both_sections, test_symlinks_in_watch_folder_are_not_followed,
-          test_missing_watch_folder_is_picked_up_when_it_appears, test_file_system_mounted_on_watch_folder])
+          test_missing_watch_folder_is_picked_up_when_it_appears, test_disk_folder_appearing_later_is_watched,
+          test_file_system_mounted_on_watch_folder])
