@@ -59,8 +59,6 @@ static WatchDir *watch_dir_by_wd(Manager *m, int wd) {
         return watch_dir_in(m->watch_dirs, wd);
 }
 
-static void sync_all(Manager *m, bool loud);
-
 /* By the configured path, or where it leads: a writer that opened the image
  * through a symlink shows up in the target's folder. */
 static Disk *disk_by_path(Manager *m, const char *path) {
@@ -388,20 +386,19 @@ static int strv_push(char ***l, size_t *n, const char *s) {
         return 0;
 }
 
-/* Watches path, or if it is missing, waits for it (remembered in missing). */
-static bool ensure_dir_or_wait(Manager *m, const char *path, bool loud, char ***missing, size_t *n_missing) {
+/* Watches path (0), or if it is missing, waits for it (-ENOENT; remembered
+ * in missing). Another negative errno is logged. */
+static int ensure_dir_or_wait(Manager *m, const char *path, bool loud, char ***missing, size_t *n_missing) {
         int r = ensure_dir(m, path, false);
 
         if (r >= 0)
-                return true;
-        if (r != -ENOENT && r != -ENOTDIR) {
-                log_full_errno(loud ? LOG_WARNING : LOG_DEBUG, r, "cannot watch %s: %m", path);
-                return false;
-        }
+                return 0;
+        if (r != -ENOENT && r != -ENOTDIR)
+                return log_full_errno(loud ? LOG_WARNING : LOG_DEBUG, r, "cannot watch %s: %m", path);
         if (!strv_has(*missing, *n_missing, path))
                 (void) strv_push(missing, n_missing, path);
         ensure_wait(m, path);
-        return false;
+        return -ENOENT;
 }
 
 static char *parent_of(const char *path) {
@@ -436,7 +433,7 @@ static void sync_all(Manager *m, bool loud) {
                         if (!paths[k] || (k == 1 && strcmp(paths[1], paths[0]) == 0))
                                 continue;
                         dir = parent_of(paths[k]);
-                        if (dir && !ensure_dir_or_wait(m, dir, loud, &missing, &n_missing) &&
+                        if (dir && ensure_dir_or_wait(m, dir, loud, &missing, &n_missing) == -ENOENT &&
                             (loud || !strv_has(m->watch_missing, m->n_watch_missing, dir)))
                                 log_full_errno(loud ? LOG_WARNING : LOG_INFO, 0,
                                                "[disk.%s]: the folder %s does not exist: it is watched as soon as it "
@@ -446,11 +443,12 @@ static void sync_all(Manager *m, bool loud) {
         for (size_t i = 0; i < m->config->n_watches; i++) {
                 const WatchConfig *w = &m->config->watches[i];
                 bool was_missing = strv_has(m->watch_missing, m->n_watch_missing, w->dir);
+                int r = ensure_dir_or_wait(m, w->dir, loud, &missing, &n_missing);
 
-                if (ensure_dir_or_wait(m, w->dir, loud, &missing, &n_missing)) {
+                if (r >= 0) {
                         if (was_missing)
                                 log_info("[watch.%s]: %s appeared, watching it", w->name, w->dir);
-                } else if (loud || !was_missing)
+                } else if (r == -ENOENT && (loud || !was_missing))
                         log_warning("[watch.%s]: %s does not exist: the watch is inactive until it appears", w->name,
                                     w->dir);
         }
