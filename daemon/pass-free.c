@@ -40,9 +40,11 @@ int free_tier_prepare(FreeTier *ft, Image *img, bool enabled, PassReport *rep) {
                 if (r == -EINTR)
                         pass_report_set(rep, PASS_SKIPPED_IN_USE,
                                         "stopped: another process opened the image while its file systems were read");
-                else if (r == -ECANCELED || r == -ETIME)
+                else if (r == -ECANCELED)
+                        pass_report_set(rep, PASS_CANCELLED, "cancelled while reading the guest file systems");
+                else if (r == -ETIME)
                         pass_report_set(rep, PASS_ERROR, "stopped while reading the guest file systems: %s",
-                                        r == -ECANCELED ? "cancelled" : "maximum pass time reached");
+                                        "maximum pass time reached");
                 else
                         pass_report_set(rep, r == -EBADMSG ? PASS_REFUSED_INVALID : PASS_ERROR,
                                         "reading the guest file systems: %s", scan.error[0] ? scan.error : strerror(-r));

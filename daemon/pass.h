@@ -23,6 +23,7 @@ typedef enum PassResult {
         PASS_SKIPPED_THRESHOLD,
         PASS_REFUSED_INVALID,
         PASS_ERROR,
+        PASS_CANCELLED,                 /* stopped by cancel or shutdown; keeps its resume point */
         _PASS_RESULT_MAX,
 } PassResult;
 
@@ -58,7 +59,8 @@ typedef struct PassReport {
         PassResult result;
         char *message;
         uint64_t duration_ms;
-        uint64_t resume_offset;         /* where the next pass resumes; 0 when complete */
+        uint64_t resume_offset;         /* where the next pass's zero tier resumes; 0 when a round
+                                         * is complete; the starting point when it never got there */
         bool dry_run;
 } PassReport;
 
