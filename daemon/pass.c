@@ -350,7 +350,7 @@ static void pass_on_image(PassState *s, Image *img) {
                 goto finish;
         }
 
-        r = free_tier_prepare(&free_tier, img, s->o->discard == DISCARD_FREE, rep);
+        r = free_tier_prepare(&free_tier, img, s->o->discard == DISCARD_FREE, s->o->related_images, rep);
         if (r <= 0)
                 goto finish;    /* the report says why */
 
@@ -469,6 +469,14 @@ int pass_run(const char *path, const PassOptions *o, PassReport *rep) {
         if (!rep->message)
                 pass_report_set(rep, rep->result, "%s", "");
         return rep->message ? 0 : -ENOMEM;
+}
+
+void pass_options_done(PassOptions *o) {
+        if (o->related_images)
+                for (char **p = o->related_images; *p; p++)
+                        free(*p);
+        free(o->related_images);
+        o->related_images = NULL;
 }
 
 void pass_report_done(PassReport *rep) {

@@ -41,6 +41,10 @@ typedef struct PassOptions {
          * Called on the pass's thread. */
         void (*progress)(uint64_t done, uint64_t total, void *userdata);
         void *userdata;
+        /* The other images the daemon manages or watches, NULL-terminated
+         * (may be NULL): looked at, besides the image's folder, for a
+         * differencing child naming this image. Owned: pass_options_done(). */
+        char **related_images;
 } PassOptions;
 
 typedef struct PassReport {
@@ -68,6 +72,7 @@ typedef struct PassReport {
  * -ENOMEM when even the report could not be made. */
 int pass_run(const char *path, const PassOptions *o, PassReport *report);
 void pass_report_done(PassReport *report);
+void pass_options_done(PassOptions *o);
 /* Sets the result and a printf-formatted message. */
 void pass_report_set(PassReport *report, PassResult result, const char *format, ...) __attribute__((format(printf, 3, 4)));
 
