@@ -202,6 +202,8 @@ static int punch_unread_tiers(PassState *s) {
 
         c.dry_run = o->dry_run;
         c.hold_until = 0;
+        if (s->progress_total > 0)
+                c.progress = NULL;      /* committed from within the zero tier: its progress goes on */
         r = scan_punch_ranges(s->fd, s->stale, &c, &sr);
         rep->stale_bytes = sr.punched;
         if (r < 0) {

@@ -108,6 +108,43 @@ def test_idle_second_pass(work):
     t.check(p.returncode == 0, f"idle: e2fsck -fn on the guest view is clean: {p.stdout[-300:]}")
 
 
+def test_threshold_with_free_tier(work):
+    """minReclaim above what the free tier alone gives: the zero runs found
+    decide. Below it the file stays byte-identical (no header rewrite);
+    above it the GUIDs are renewed before the free ranges go, and the held
+    zero runs are punched too."""
+    raw, vhdx = make_ext_vhdx(work, "thr")
+    dry = oncetest.run_once(vhdx, "--discard=free", "--dry-run").report
+    free, zero = dry.get("free_bytes", 0), dry.get("zero_bytes", 0)
+    t.check(free > 0 and zero > 0, f"threshold: the image has free space and zero runs: {dry}")
+    guid = data_write_guid(vhdx)
+    for label, min_reclaim, expect in (("above all", free + zero + MiB, "skipped-threshold"),
+                                        ("between", free + zero // 2, "success")):
+        before = stamp(vhdx)
+        conf = daemonlib.config(work, [("thr", vhdx)], reclaim={
+            "discard": "free", "interval": "1h", "minReclaim": f"{min_reclaim}B", "minHole": "64K"})
+        d = daemonlib.Daemon(work, conf)
+        shutil.rmtree(d.state, ignore_errors=True)
+        d.start()
+        try:
+            h = d.wait_history("thr", 1)[0]
+        finally:
+            d.stop()
+        t.equal(h["result"], expect, f"threshold {label}: result ({h['message']})")
+        if expect == "skipped-threshold":
+            t.equal(stamp(vhdx), before, f"threshold {label}: byte-identical, mtime included")
+            t.equal(data_write_guid(vhdx), guid, f"threshold {label}: DataWriteGuid kept")
+        else:
+            t.equal((h["free_bytes"], h["zero_bytes"]), (free, zero),
+                    f"threshold {label}: (free, zero) punched as the dry run found")
+            t.check(data_write_guid(vhdx) != guid, f"threshold {label}: DataWriteGuid renewed")
+            t.check(oncetest.qemu_img_check(vhdx), f"threshold {label}: qemu-img check is clean")
+            guest = os.path.join(work, "thr.after.raw")
+            oncetest.run(["qemu-img", "convert", "-O", "raw", vhdx, guest], check=True)
+            p = oncetest.run(["e2fsck", "-fn", guest])
+            t.check(p.returncode == 0, f"threshold {label}: e2fsck -fn on the guest view is clean")
+
+
 def check_parent_kept(label, vhdx, run, child):
     rep = run.report
     t.check(run.rc == 0 and rep.get("result") == "skipped-differencing",
@@ -178,7 +215,8 @@ def main():
     failures = 0
     work = oncetest.workdir("vhdreclaim-free-parent-")
     try:
-        for test in (test_idle_second_pass, test_child_in_folder, test_child_managed_elsewhere):
+        for test in (test_idle_second_pass, test_threshold_with_free_tier, test_child_in_folder,
+                     test_child_managed_elsewhere):
             sub = os.path.join(work, test.__name__)
             os.makedirs(sub)
             print(f"--- {test.__name__}", flush=True)
