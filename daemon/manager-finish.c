@@ -63,11 +63,14 @@ static void record_pass(Disk *d, const Job *j) {
         r->reclaimed_last = rep->reclaimed;
         r->reclaimed_total += rep->reclaimed;
         r->passes++;
-        if (rep->result == PASS_SUCCESS || rep->result == PASS_NOTHING_TO_DO) {
+        /* Every pass that did not fail says where the next one resumes:
+         * further on (stopped by maxPassTime, cancel or shutdown), 0 after a
+         * whole round (skipped-threshold included), or where it started. */
+        if (!pass_result_is_failure(rep->result))
                 r->resume_offset = rep->resume_offset;
-                if (rep->resume_offset == 0)
-                        r->reclaimable = 0;
-        } else if (rep->result == PASS_SKIPPED_THRESHOLD)
+        if ((rep->result == PASS_SUCCESS || rep->result == PASS_NOTHING_TO_DO) && rep->resume_offset == 0)
+                r->reclaimable = 0;
+        else if (rep->result == PASS_SKIPPED_THRESHOLD)
                 r->reclaimable = found;
 }
 

@@ -71,6 +71,20 @@ int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run,
         return 0;
 }
 
+/* Every other managed or watched image: a differencing child of this one
+ * may be among them (the pass also looks in the image's own folder). */
+static char **related_images(Manager *m, const Disk *d) {
+        PassOptions o = { .related_images = calloc(m->n_disks + 1, sizeof(char *)) };
+        size_t n = 0;
+
+        for (size_t i = 0; o.related_images && i < m->n_disks; i++)
+                if (m->disks[i] != d && m->disks[i]->path && !(o.related_images[n++] = strdup(m->disks[i]->path))) {
+                        log_warning("out of memory listing the images a differencing child may be among");
+                        pass_options_done(&o);
+                }
+        return o.related_images;
+}
+
 void manager_prepare_reclaim(Manager *m, Job *j) {
         Disk *d = j->disk;
         DiscardMode discard = j->discard_request >= 0 ? j->discard_request : d->settings.discard;
@@ -83,6 +97,7 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
                 discard = DISCARD_SAFE;
         free(j->path);
         j->path = strdup(d->path);
+        pass_options_done(&j->options);
         j->options = (PassOptions) {
                 .discard = discard,
                 .dry_run = dry_run,
@@ -92,6 +107,7 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
                 .io_limit = d->settings.io_limit,
                 .max_pass_usec = d->settings.max_pass_time_usec,
                 .resume_offset = dry_run ? 0 : d->record.resume_offset,
+                .related_images = related_images(m, d),
         };
         j->started = true;
         d->written = false;

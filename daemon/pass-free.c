@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "children.h"
 #include "fsaware.h"
 #include "macro.h"
 #include "pass-free.h"
@@ -14,7 +16,29 @@ static int set_note(FreeTier *ft, const char *note) {
         return ft->note ? 0 : -ENOMEM;
 }
 
-int free_tier_prepare(FreeTier *ft, Image *img, bool enabled, PassReport *rep) {
+/* A differencing child reads this image's blocks as its own and links to its
+ * DataWriteGuid: with one, the free tier (which changes what free blocks read
+ * as, and renews that GUID) must not run. Returns 1 when skipped. */
+static int skip_for_children(FreeTier *ft, Image *img, const char *path, char *const *also) {
+        _cleanup_free_ char *child = NULL, *why = NULL, *note = NULL;
+        ChildSearch q = { .path = path, .also = also };
+        int r;
+
+        if (img->format != IMAGE_FORMAT_VHDX)
+                return 0;       /* only a VHDX can be a VHDX's parent */
+        q.data_write_guid = &img->vhdx->headers[img->vhdx->current].data_write_guid;
+        r = children_find(&q, &child, &why);
+        if (r <= 0)
+                return r;
+        if (asprintf(&note, "free tier skipped: %s may be a differencing child of this image (%s)", child, why) < 0)
+                return -ENOMEM;
+        ft->skipped_differencing = true;
+        free(ft->note);
+        ft->note = TAKE_PTR(note);
+        return 1;
+}
+
+int free_tier_prepare(FreeTier *ft, Image *img, bool enabled, char *const *also, PassReport *rep) {
         FsScan scan = {};
         const FsPartition *unclean;
         int r;
@@ -40,9 +64,11 @@ int free_tier_prepare(FreeTier *ft, Image *img, bool enabled, PassReport *rep) {
                 if (r == -EINTR)
                         pass_report_set(rep, PASS_SKIPPED_IN_USE,
                                         "stopped: another process opened the image while its file systems were read");
-                else if (r == -ECANCELED || r == -ETIME)
+                else if (r == -ECANCELED)
+                        pass_report_set(rep, PASS_CANCELLED, "cancelled while reading the guest file systems");
+                else if (r == -ETIME)
                         pass_report_set(rep, PASS_ERROR, "stopped while reading the guest file systems: %s",
-                                        r == -ECANCELED ? "cancelled" : "maximum pass time reached");
+                                        "maximum pass time reached");
                 else
                         pass_report_set(rep, r == -EBADMSG ? PASS_REFUSED_INVALID : PASS_ERROR,
                                         "reading the guest file systems: %s", scan.error[0] ? scan.error : strerror(-r));
@@ -60,6 +86,15 @@ int free_tier_prepare(FreeTier *ft, Image *img, bool enabled, PassReport *rep) {
                                         fs_kind_to_string(unclean->kind), unclean->offset,
                                         unclean->index > 0 ? " (a partition)" : "", unclean->reason);
                         r = 0;
+                        goto finish;
+                }
+                r = skip_for_children(ft, img, rep->path, also);
+                if (r < 0) {
+                        pass_report_set(rep, PASS_ERROR, "looking for differencing children: %s", strerror(-r));
+                        goto finish;
+                }
+                if (r > 0) {
+                        r = 1;
                         goto finish;
                 }
                 r = image_map_virtual_ranges(img, &scan.free, &ft->file_ranges);

@@ -18,10 +18,12 @@ typedef struct FreeTier {
 } FreeTier;
 
 /* Reads the guest file systems (always, to name them in rep->filesystem) and,
- * when enabled, collects the free ranges. Returns 1 to go on, 0 when the
- * pass must end untouched (the report says why), or a negative errno with the
- * report set. */
-int free_tier_prepare(FreeTier *ft, Image *img, bool enabled, PassReport *rep);
+ * when enabled, collects the free ranges, unless a differencing child names
+ * the image (looked for in its folder and among also, NULL-terminated, may be
+ * NULL): then the tier is skipped and the note names the child. Returns 1 to
+ * go on, 0 when the pass must end untouched (the report says why), or a
+ * negative errno with the report set. */
+int free_tier_prepare(FreeTier *ft, Image *img, bool enabled, char *const *also, PassReport *rep);
 /* Punches ft->file_ranges without reading them (they hold only free space). */
 int free_tier_punch(const FreeTier *ft, Image *img, int fd, const ScanControl *c, bool dry_run, uint64_t *ret_punched);
 /* Before the first free-range punch of a VHDX: new FileWriteGuid and

@@ -29,6 +29,7 @@ static const char *const result_names[_PASS_RESULT_MAX] = {
         [PASS_SKIPPED_THRESHOLD] = "skipped-threshold",
         [PASS_REFUSED_INVALID] = "refused-invalid",
         [PASS_ERROR] = "error",
+        [PASS_CANCELLED] = "cancelled",
 };
 
 const char *pass_result_to_string(PassResult r) {
@@ -72,6 +73,11 @@ typedef struct PassState {
         uint64_t progress_total;
         uint64_t progress_base;
         ScanControl scan;
+        Image *img;
+        const ExtentList *stale;
+        const FreeTier *free_tier;
+        uint64_t free_estimate;         /* data bytes the free tier will punch */
+        bool stop_reported;             /* the report already says why the pass stopped */
 } PassState;
 
 static int pass_check(void *userdata) {
@@ -110,10 +116,13 @@ static int allocated_bytes(int fd, uint64_t *ret) {
         return 0;
 }
 
-/* Turns a scan's stop reason into the pass result. */
-static void report_stop(PassState *s, int r, const char *tier, uint64_t stop_offset) {
+/* Turns a scan's stop reason into the pass result. resume is where the next
+ * pass's zero tier starts: the zero tier's own stop offset, or, for a stop
+ * before it ran, the resume point this pass started from. */
+static void report_stop(PassState *s, int r, const char *tier, uint64_t stop_offset, uint64_t resume) {
         PassReport *rep = s->rep;
 
+        rep->resume_offset = resume;
         switch (r) {
         case -EINTR:
                 pass_report_set(rep, PASS_SKIPPED_IN_USE,
@@ -121,17 +130,19 @@ static void report_stop(PassState *s, int r, const char *tier, uint64_t stop_off
                            tier, stop_offset);
                 break;
         case -ECANCELED:
-                pass_report_set(rep, PASS_ERROR, "cancelled during the %s tier at file offset 0x%" PRIx64, tier, stop_offset);
+                pass_report_set(rep, PASS_CANCELLED,
+                           "cancelled during the %s tier at file offset 0x%" PRIx64 "; the next pass resumes at 0x%" PRIx64,
+                           tier, stop_offset, resume);
                 break;
         case -ETIME:
-                rep->resume_offset = stop_offset;
                 pass_report_set(rep, rep->stale_bytes + rep->zero_bytes + rep->free_bytes > 0 ? PASS_SUCCESS : PASS_NOTHING_TO_DO,
-                           "stopped after the maximum pass time at file offset 0x%" PRIx64 "; the next pass resumes there",
-                           stop_offset);
+                           "stopped after the maximum pass time in the %s tier at file offset 0x%" PRIx64
+                           "; the next pass resumes at 0x%" PRIx64, tier, stop_offset, resume);
                 break;
         default:
                 pass_report_set(rep, PASS_ERROR, "%s tier at file offset 0x%" PRIx64 ": %s", tier, stop_offset, strerror(-r));
         }
+        s->stop_reported = true;
 }
 
 static int zero_tier_ranges(const ExtentList *structures, const ExtentList *data,
@@ -178,75 +189,152 @@ static bool pass_preflight(PassState *s, const Image *img) {
         return true;
 }
 
-static int run_tiers(PassState *s, Image *img, const ExtentList *structures, const ExtentList *data,
-                     const ExtentList *stale, const FreeTier *free_tier, bool dry_run) {
+/* The tiers that punch without reading: stale ranges, then guest free space.
+ * The header's GUIDs are renewed first, and only when a free range will
+ * really be punched: a pass that changes no guest-visible byte leaves the
+ * headers (and so the file's bytes and mtime) alone. */
+static int punch_unread_tiers(PassState *s) {
+        const PassOptions *o = s->o;
         PassReport *rep = s->rep;
-        ExtentList zero = {};
+        ScanControl c = s->scan;
         ScanResult sr = {};
         int r;
 
-        s->scan.dry_run = dry_run;
-        rep->stale_bytes = rep->zero_bytes = rep->free_bytes = 0;
-
-        r = scan_punch_ranges(s->fd, stale, &s->scan, &sr);
+        c.dry_run = o->dry_run;
+        c.hold_until = 0;
+        if (s->progress_total > 0)
+                c.progress = NULL;      /* committed from within the zero tier: its progress goes on */
+        r = scan_punch_ranges(s->fd, s->stale, &c, &sr);
         rep->stale_bytes = sr.punched;
         if (r < 0) {
-                report_stop(s, r, "stale", sr.stop_offset);
+                report_stop(s, r, "stale", sr.stop_offset, o->resume_offset);
                 return r;
         }
-
-        r = free_tier_punch(free_tier, img, s->fd, &s->scan, dry_run, &rep->free_bytes);
-        if (r < 0) {
-                report_stop(s, r, "free", 0);
-                return r;
+        if (!o->dry_run && s->free_estimate > 0) {
+                r = free_tier_renew_guids(s->img);
+                if (r < 0) {
+                        pass_report_set(rep, PASS_ERROR, "renewing the header's DataWriteGuid: %s", strerror(-r));
+                        s->stop_reported = true;
+                        return r;
+                }
         }
-
-        r = zero_tier_ranges(structures, data, &free_tier->file_ranges, s->o->resume_offset, &zero);
-        if (r < 0)
-                return r;
-        s->progress_total = extent_list_total(&zero);
-        sr = (ScanResult) {};
-        r = scan_punch_zero_runs(s->fd, &zero, &s->scan, &sr);
-        extent_list_done(&zero);
-        rep->zero_bytes = sr.punched;
+        r = free_tier_punch(s->free_tier, s->img, s->fd, &c, o->dry_run, &rep->free_bytes);
         if (r < 0) {
-                report_stop(s, r, "zero", sr.stop_offset);
+                report_stop(s, r, "free", 0, o->resume_offset);
                 return r;
         }
         return 0;
 }
 
-/* Allocated bytes of a list of file ranges; errors count as nothing. */
-static uint64_t allocated_in(int fd, const ExtentList *l) {
-        uint64_t total = 0;
-
-        for (size_t i = 0; i < l->n; i++) {
-                uint64_t a = 0;
-                if (scan_allocated_bytes(fd, l->items[i].offset, l->items[i].length, &a) >= 0)
-                        total += a;
-        }
-        return total;
+static int pass_commit(void *userdata) {
+        return punch_unread_tiers(userdata);
 }
 
-/* minReclaim: the cheap estimate first (stale and free need no reading);
- * only when it falls short does a read-only scan of the zero tier decide. */
-static bool pass_below_threshold(PassState *s, Image *img, const ExtentList *structures,
-                                 const ExtentList *data, const ExtentList *stale, const FreeTier *free_tier) {
+/* Data bytes that punching these ranges (unread) would free: a dry run of
+ * the stale-tier punch, which only seeks. */
+static int estimate_unread(PassState *s, const ExtentList *ranges, uint64_t *ret) {
+        ScanControl c = s->scan;
+        ScanResult sr = {};
+        int r;
+
+        c.dry_run = true;
+        c.hold_until = 0;
+        c.progress = NULL;
+        r = scan_punch_ranges(s->fd, ranges, &c, &sr);
+        *ret = sr.punched;
+        return r;
+}
+
+/* minReclaim without reading anything twice. The stale and free tiers cost
+ * no reading, so their size is known up front; when it already reaches
+ * minReclaim the pass punches as it goes. Otherwise the zero tier's scan
+ * holds back the runs it finds until the total reaches minReclaim, and only
+ * then are the stale, free and held zero ranges punched, the scan going on
+ * punching as it reads. A pass that ends (or reaches maxPassTime) below it
+ * has punched nothing: skipped-threshold. */
+static uint64_t hold_for_threshold(PassState *s, uint64_t stale_estimate) {
+        const PassOptions *o = s->o;
+        uint64_t unread = stale_estimate + s->free_estimate;
+
+        if (o->min_reclaim == 0 || o->dry_run || unread >= o->min_reclaim)
+                return 0;
+        return o->min_reclaim - unread;
+}
+
+static void report_threshold(PassState *s, const ScanResult *sr, uint64_t stale_estimate, int r) {
         PassReport *rep = s->rep;
         uint64_t total;
 
-        if (s->o->min_reclaim == 0 || s->o->dry_run)
-                return false;
-        if (allocated_in(s->fd, stale) + allocated_in(s->fd, &free_tier->file_ranges) >= s->o->min_reclaim)
-                return false;
-        if (run_tiers(s, img, structures, data, stale, free_tier, true) < 0)
-                return true;    /* the report already says why */
-        total = rep->stale_bytes + rep->zero_bytes + rep->free_bytes;
-        if (total >= s->o->min_reclaim)
-                return false;
-        pass_report_set(rep, PASS_SKIPPED_THRESHOLD, "would reclaim %" PRIu64 " bytes, less than minReclaim (%" PRIu64 ")",
-                   total, s->o->min_reclaim);
-        return true;
+        rep->stale_bytes = stale_estimate;
+        rep->free_bytes = s->free_estimate;
+        rep->zero_bytes = sr->held;
+        total = stale_estimate + s->free_estimate + sr->held;
+        if (r == -ETIME) {
+                /* This pass judged [resume, stop): the round goes on from there. */
+                rep->resume_offset = sr->stop_offset;
+                pass_report_set(rep, PASS_SKIPPED_THRESHOLD,
+                                "stopped after the maximum pass time at file offset 0x%" PRIx64 " having found %" PRIu64
+                                " bytes, less than minReclaim (%" PRIu64 "); nothing punched, the next pass resumes there",
+                                sr->stop_offset, total, s->o->min_reclaim);
+        } else {
+                /* A whole round judged: the next one starts from the beginning. */
+                rep->resume_offset = 0;
+                pass_report_set(rep, PASS_SKIPPED_THRESHOLD, "would reclaim %" PRIu64 " bytes, less than minReclaim (%" PRIu64 ")",
+                                total, s->o->min_reclaim);
+        }
+}
+
+static int run_tiers(PassState *s, const ExtentList *structures, const ExtentList *data) {
+        const PassOptions *o = s->o;
+        PassReport *rep = s->rep;
+        ExtentList zero = {};
+        ScanControl c = s->scan;
+        ScanResult sr = {};
+        uint64_t stale_estimate = 0;
+        int r;
+
+        rep->stale_bytes = rep->zero_bytes = rep->free_bytes = 0;
+        r = estimate_unread(s, s->stale, &stale_estimate);
+        if (r >= 0)
+                r = estimate_unread(s, &s->free_tier->file_ranges, &s->free_estimate);
+        if (r < 0) {
+                report_stop(s, r, "stale", 0, o->resume_offset);
+                return r;
+        }
+
+        c.dry_run = o->dry_run;
+        c.hold_until = hold_for_threshold(s, stale_estimate);
+        c.commit = pass_commit;
+        if (c.hold_until == 0) {
+                r = punch_unread_tiers(s);
+                if (r < 0)
+                        return r;
+        }
+
+        r = zero_tier_ranges(structures, data, &s->free_tier->file_ranges, o->resume_offset, &zero);
+        if (r < 0) {
+                pass_report_set(rep, PASS_ERROR, "computing the zero tier's ranges: %s", strerror(-r));
+                s->stop_reported = true;
+                return r;
+        }
+        s->progress_total = extent_list_total(&zero);
+        r = scan_punch_zero_runs(s->fd, &zero, &c, &sr);
+        extent_list_done(&zero);
+        rep->zero_bytes = sr.punched;
+        if (s->stop_reported)
+                return r < 0 ? r : -EIO;        /* the commit failed and said why */
+        if (c.hold_until > 0 && !sr.committed && (r == 0 || r == -ETIME)) {
+                report_threshold(s, &sr, stale_estimate, r);
+                return -EALREADY;
+        }
+        if (r < 0) {
+                /* Stopped before anything was punched: nothing moved on. */
+                report_stop(s, r, "zero", sr.stop_offset,
+                            c.hold_until > 0 && !sr.committed ? o->resume_offset : sr.stop_offset);
+                return r;
+        }
+        rep->resume_offset = 0;
+        return 0;
 }
 
 static void pass_on_image(PassState *s, Image *img) {
@@ -264,23 +352,15 @@ static void pass_on_image(PassState *s, Image *img) {
                 goto finish;
         }
 
-        r = free_tier_prepare(&free_tier, img, s->o->discard == DISCARD_FREE, rep);
+        r = free_tier_prepare(&free_tier, img, s->o->discard == DISCARD_FREE, s->o->related_images, rep);
         if (r <= 0)
                 goto finish;    /* the report says why */
 
-        if (pass_below_threshold(s, img, &structures, &data, &stale, &free_tier))
-                goto finish;
-
-        if (!s->o->dry_run && free_tier.file_ranges.n > 0) {
-                r = free_tier_renew_guids(img);
-                if (r < 0) {
-                        pass_report_set(rep, PASS_ERROR, "renewing the header's DataWriteGuid: %s", strerror(-r));
-                        goto finish;
-                }
-        }
-
+        s->img = img;
+        s->stale = &stale;
+        s->free_tier = &free_tier;
         s->progress_base = 0;
-        r = run_tiers(s, img, &structures, &data, &stale, &free_tier, s->o->dry_run);
+        r = run_tiers(s, &structures, &data);
         if (r < 0)
                 goto finish;    /* run_tiers() reported the stop */
 
@@ -359,6 +439,11 @@ static void pass_open_and_run(PassState *s, const char *path) {
                 image_free(img);
         }
 
+        /* An opener waiting on a broken lease gets it first: what was
+         * punched is in the page cache already, so it sees the same bytes
+         * whether or not they are on disk yet. */
+        if (guard_lease_broken(fd))
+                guard_release(fd);
         if (!o->dry_run && rep->stale_bytes + rep->zero_bytes + rep->free_bytes > 0 && fsync(fd) < 0 &&
             !pass_result_is_failure(rep->result))
                 pass_report_set(rep, PASS_ERROR, "fsync: %s", strerror(errno));
@@ -372,7 +457,8 @@ int pass_run(const char *path, const PassOptions *o, PassReport *rep) {
         PassState s = { .o = o, .rep = rep, .fd = -1 };
         uint64_t start = now_usec();
 
-        *rep = (PassReport) { .dry_run = o->dry_run, .result = PASS_ERROR };
+        /* A pass that ends early keeps the resume point it started from. */
+        *rep = (PassReport) { .dry_run = o->dry_run, .result = PASS_ERROR, .resume_offset = o->resume_offset };
         rep->path = strdup(path);
         if (!rep->path)
                 return -ENOMEM;
@@ -385,6 +471,14 @@ int pass_run(const char *path, const PassOptions *o, PassReport *rep) {
         if (!rep->message)
                 pass_report_set(rep, rep->result, "%s", "");
         return rep->message ? 0 : -ENOMEM;
+}
+
+void pass_options_done(PassOptions *o) {
+        if (o->related_images)
+                for (char **p = o->related_images; *p; p++)
+                        free(*p);
+        free(o->related_images);
+        o->related_images = NULL;
 }
 
 void pass_report_done(PassReport *rep) {

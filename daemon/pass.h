@@ -23,6 +23,7 @@ typedef enum PassResult {
         PASS_SKIPPED_THRESHOLD,
         PASS_REFUSED_INVALID,
         PASS_ERROR,
+        PASS_CANCELLED,                 /* stopped by cancel or shutdown; keeps its resume point */
         _PASS_RESULT_MAX,
 } PassResult;
 
@@ -40,6 +41,10 @@ typedef struct PassOptions {
          * Called on the pass's thread. */
         void (*progress)(uint64_t done, uint64_t total, void *userdata);
         void *userdata;
+        /* The other images the daemon manages or watches, NULL-terminated
+         * (may be NULL): looked at, besides the image's folder, for a
+         * differencing child naming this image. Owned: pass_options_done(). */
+        char **related_images;
 } PassOptions;
 
 typedef struct PassReport {
@@ -58,7 +63,8 @@ typedef struct PassReport {
         PassResult result;
         char *message;
         uint64_t duration_ms;
-        uint64_t resume_offset;         /* where the next pass resumes; 0 when complete */
+        uint64_t resume_offset;         /* where the next pass's zero tier resumes; 0 when a round
+                                         * is complete; the starting point when it never got there */
         bool dry_run;
 } PassReport;
 
@@ -66,6 +72,7 @@ typedef struct PassReport {
  * -ENOMEM when even the report could not be made. */
 int pass_run(const char *path, const PassOptions *o, PassReport *report);
 void pass_report_done(PassReport *report);
+void pass_options_done(PassOptions *o);
 /* Sets the result and a printf-formatted message. */
 void pass_report_set(PassReport *report, PassResult result, const char *format, ...) __attribute__((format(printf, 3, 4)));
 

@@ -63,6 +63,11 @@ typedef struct Chunk {
  * waited for. `undone` is the lowest offset of a job that was dropped or
  * failed, so the stop offset can stay below it. */
 #define PUNCH_QUEUE_MAX 32
+/* hold_until: the most runs remembered before the commit (16 MiB of them).
+ * Each is at least min_hole, so only a minReclaim above min_hole times a
+ * million gets there; runs past it are neither remembered nor counted, and
+ * are found again the next round. */
+#define HOLD_MAX_RANGES (1u << 20)
 
 typedef struct PunchQueue {
         pthread_mutex_t lock;
@@ -78,6 +83,12 @@ typedef struct PunchQueue {
         int fd;
         bool dry_run;
         pthread_t thread;
+        /* hold_until (scan.h): runs found before the commit. */
+        bool holding;
+        uint64_t hold_until;
+        uint64_t held_bytes;
+        ExtentList held;
+        bool committed;
 } PunchQueue;
 
 typedef struct Scanner {
@@ -229,8 +240,9 @@ static void *queue_worker(void *userdata) {
         return NULL;
 }
 
-static void queue_start(PunchQueue *q, int fd, bool dry_run) {
-        *q = (PunchQueue) { .fd = fd, .dry_run = dry_run, .undone = UINT64_MAX };
+static void queue_start(PunchQueue *q, int fd, bool dry_run, uint64_t hold_until) {
+        *q = (PunchQueue) { .fd = fd, .dry_run = dry_run, .undone = UINT64_MAX,
+                            .holding = hold_until > 0, .hold_until = hold_until };
         pthread_condattr_t attr;
 
         pthread_mutex_init(&q->lock, NULL);
@@ -269,9 +281,58 @@ static int queue_wait_room_locked(PunchQueue *q, const ScanControl *c) {
         return 0;
 }
 
+static int queue_push(PunchQueue *q, const ScanControl *c, uint64_t start, uint64_t end);
+
+/* Before the commit: remember [start, end) and count its data bytes; when
+ * they reach hold_until, commit and punch everything remembered. */
+static int queue_hold(PunchQueue *q, const ScanControl *c, uint64_t start, uint64_t end) {
+        uint64_t allocated = 0;
+        int r;
+
+        r = scan_allocated_bytes(q->fd, start, end - start, &allocated);
+        if (r < 0)
+                return r;
+        if (allocated == 0 || q->held.n >= HOLD_MAX_RANGES)
+                return 0;
+        r = extent_list_add(&q->held, start, end - start);
+        if (r < 0)
+                return r;
+        q->held_bytes += allocated;
+        if (q->held_bytes < q->hold_until)
+                return 0;
+
+        /* Until every remembered run is queued, the lowest one not yet
+         * queued bounds the stop offset. */
+        q->undone = MIN(q->undone, q->held.items[0].offset);
+        r = c->commit ? c->commit(c->userdata) : 0;
+        if (r < 0)
+                return r;
+        q->holding = false;
+        q->committed = true;
+        for (size_t i = 0; i < q->held.n; i++) {
+                const Extent *e = &q->held.items[i];
+
+                r = queue_push(q, c, e->offset, extent_end(e));
+                if (r < 0) {
+                        q->undone = MIN(q->undone, e->offset);
+                        return r;
+                }
+        }
+        q->undone = UINT64_MAX;
+        q->held_bytes = 0;
+        extent_list_done(&q->held);
+        return 0;
+}
+
 /* Queues [start, end), or fails with the error of an earlier job or of
  * check() while waiting for room. */
 static int queue_submit(PunchQueue *q, const ScanControl *c, uint64_t start, uint64_t end) {
+        if (q->holding)
+                return queue_hold(q, c, start, end);
+        return queue_push(q, c, start, end);
+}
+
+static int queue_push(PunchQueue *q, const ScanControl *c, uint64_t start, uint64_t end) {
         int r;
 
         if (!q->threaded) {
@@ -309,6 +370,7 @@ static int queue_stop(PunchQueue *q, bool cancel) {
         }
         pthread_cond_destroy(&q->changed);
         pthread_mutex_destroy(&q->lock);
+        extent_list_done(&q->held);
         return q->error;
 }
 
@@ -682,8 +744,10 @@ int scan_punch_zero_runs(int fd, const ExtentList *ranges, const ScanControl *c,
         s.buf = buf;
         s.resident = resident;
         (void) posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-        queue_start(&s.punches, fd, c->dry_run);
+        queue_start(&s.punches, fd, c->dry_run, c->hold_until);
         k = scan_ranges(&s, ranges, (uint64_t) st.st_size);
+        r->held = s.punches.holding ? s.punches.held_bytes : 0;
+        r->committed = s.punches.committed;
         /* On success every queued punch must happen; on a stop only the one
          * in flight. */
         q = queue_stop(&s.punches, k < 0);

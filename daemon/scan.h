@@ -23,6 +23,14 @@ typedef struct ScanControl {
         /* Called after every step with bytes examined so far. May be NULL. */
         void (*progress)(uint64_t done, void *userdata);
         void *userdata;
+        /* Zero tier under minReclaim: while the data bytes found stay below
+         * hold_until, the runs found are remembered, not punched; once they
+         * reach it, commit() runs (the caller punches its other tiers then),
+         * the remembered runs are punched in file order, and the scan goes on
+         * punching as it finds. So each byte is read once, and nothing is
+         * punched by a pass that would win less. 0: punch as found. */
+        uint64_t hold_until;
+        int (*commit)(void *userdata);
 } ScanControl;
 
 typedef struct ScanResult {
@@ -30,6 +38,8 @@ typedef struct ScanResult {
         uint64_t examined;       /* bytes of the ranges examined, holes included */
         uint64_t read;           /* bytes actually read */
         uint64_t stop_offset;    /* when stopped early: everything below was done */
+        uint64_t held;           /* hold_until: data bytes found but not punched (never committed) */
+        bool committed;          /* hold_until: reached, commit() succeeded */
 } ScanResult;
 
 /* Zero tier: inside ranges, skip existing holes (SEEK_DATA/SEEK_HOLE), read

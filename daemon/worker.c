@@ -40,6 +40,7 @@ Job *job_free(Job *j) {
         free(j->target);
         free(j->path);
         pass_report_done(&j->report);
+        pass_options_done(&j->options);
         trim_mounts_free(j->trim_mounts, j->n_trim_mounts);
         free(j->trim_results);
         sd_bus_message_unref(j->request);

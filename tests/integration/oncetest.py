@@ -24,7 +24,8 @@ JSON_FIELDS = {
     "filesystem": str, "result": str, "message": str, "duration_ms": int,
 }
 RESULTS = {"success", "nothing-to-do", "skipped-in-use", "skipped-dirty-log", "skipped-fixed",
-           "skipped-differencing", "skipped-unclean-fs", "skipped-threshold", "refused-invalid", "error"}
+           "skipped-differencing", "skipped-unclean-fs", "skipped-threshold", "refused-invalid", "error",
+           "cancelled"}
 # Results where the image may never have been parsed: "format" may be null.
 UNPARSED_RESULTS = {"refused-invalid", "error", "skipped-in-use"}
 
