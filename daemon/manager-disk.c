@@ -47,6 +47,7 @@ Disk *disk_free(Disk *d) {
                 return NULL;
         d->pass_timer = sd_event_source_disable_unref(d->pass_timer);
         d->idle_timer = sd_event_source_disable_unref(d->idle_timer);
+        disk_probe_forget(d);
         disk_record_done(&d->record);
         free(d->name);
         free(d->path);

@@ -27,8 +27,7 @@ def test_status_matches_qemu_img_and_stat(tmp):
     a, _ = image_with_copy(tmp, "a")
     b = make_vhdx(os.path.join(tmp, "b.vhdx"), "1G")
     d = Daemon(tmp, config(tmp, [("a", a), ("b", b, "sparse=false")])).start()
-    disks = d.disks()
-    assert set(disks) == {"a", "b"}, disks
+    disks = d.wait_probed("a", "b")
     for name, path in (("a", a), ("b", b)):
         info, st, x = qemu_info(path), os.stat(path), disks[name]
         assert x["path"] == path and x["origin"] == "disk", x
@@ -250,8 +249,8 @@ def test_reload(tmp):
     # Valid, with a new [disk]: picked up, with its status.
     d.write_config(config(tmp, [("a", a), ("b", b)]))
     d.call("Reload")
-    disks = d.disks()
-    assert set(disks) == {"a", "b"} and disks["b"]["virtual_size"] == 64 * MiB, disks
+    disks = d.wait_probed("a", "b")
+    assert disks["b"]["virtual_size"] == 64 * MiB, disks
     # SIGHUP goes the same way: c added, a dropped.
     d.write_config(config(tmp, [("b", b), ("c", c)]))
     d.proc.send_signal(signal.SIGHUP)
@@ -329,13 +328,15 @@ def test_watch_folder(tmp):
     extra = f"\n[watch.profiles]\ndir={folder}\npattern=*.vhdx\n"
     d = Daemon(tmp, config(tmp, extra=extra)).start()
     wait_for(lambda: set(d.disks()) == {"profiles/alice.vhdx"}, 5, what="the initial scan")
-    x = d.disk("profiles/alice.vhdx")
-    assert x["origin"] == "watch.profiles" and x["format"] == "vhdx", x
+    # The format is read on a worker thread: it shows once that probe reported.
+    x = wait_for(lambda: (lambda x: x if x["format"] == "vhdx" else None)(d.disk("profiles/alice.vhdx")), 5,
+                 what="alice's format")
+    assert x["origin"] == "watch.profiles", x
     # Appearing (created elsewhere, moved in), renamed, deleted.
     standard_image(os.path.join(tmp, "bob.vhdx"))
     os.rename(os.path.join(tmp, "bob.vhdx"), os.path.join(folder, "bob.vhdx"))
     wait_for(lambda: "profiles/bob.vhdx" in d.disks(), 5, what="bob to be picked up")
-    assert d.disk("profiles/bob.vhdx")["virtual_size"] == 64 * MiB
+    wait_for(lambda: d.disk("profiles/bob.vhdx")["virtual_size"] == 64 * MiB, 5, what="bob's virtual size")
     os.rename(os.path.join(folder, "bob.vhdx"), os.path.join(folder, "robert.vhdx"))
     wait_for(lambda: set(d.disks()) == {"profiles/alice.vhdx", "profiles/robert.vhdx"}, 5, what="the rename")
     d.reclaim("profiles/alice.vhdx")
