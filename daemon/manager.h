@@ -34,6 +34,7 @@ typedef enum DiskState {
         DISK_RECLAIMING,
         DISK_MISSING,
         DISK_ERROR,
+        DISK_WATCH_ONLY,        /* sparse=false or discard=none: measured, never modified */
         _DISK_STATE_MAX,
 } DiskState;
 
@@ -69,6 +70,13 @@ struct Disk {
         bool written;                   /* closed after writing, not yet reclaimed */
         Probe *probe;                   /* reading its format: queued or running */
 
+        /* Watch-only: the file as its last estimate saw it, and when the
+         * scheduler last found it unchanged (then no estimate is due). */
+        bool estimated;
+        uint64_t estimated_size;
+        int64_t estimated_mtime_nsec;
+        uint64_t last_unchanged;        /* realtime usec; 0 = none */
+
         Job *job;                       /* queued or running */
 };
 
@@ -86,6 +94,12 @@ struct Job {
         DiscardMode discard_request;    /* _DISCARD_MODE_INVALID: the disk's own */
         bool dry_run_request;
         bool started;
+        /* A watch-only disk's measure, which stands for its pass; with the
+         * file's size and mtime when it started. */
+        bool estimate;
+        bool have_stamp;
+        uint64_t stamp_size;
+        int64_t stamp_mtime_nsec;
 
         char *path;
         PassOptions options;
@@ -205,6 +219,10 @@ void manager_stop_probes(Manager *m);
 DiskState disk_state(const Disk *d);
 const char *disk_state_to_string(DiskState s);
 bool disk_effective_sparse(const Disk *d);
+/* sparse=false or discard=none: its passes only measure. */
+bool disk_watch_only(const Disk *d);
+/* Whether the file's size and mtime are those its last estimate saw. */
+bool disk_unchanged_since_estimate(const Disk *d);
 /* SetSparse false, in two steps: the check on the loop (-ENOSPC when the
  * host lacks the space for the holes, -EBUSY while a job runs on the disk),
  * then the re-allocation on a worker thread; the job answers request (a

@@ -220,7 +220,7 @@ class Daemon:
         return data[0]
 
     def wait_passes(self, name, passes, timeout=20):
-        return wait_for(lambda: (lambda d: d if d["passes"] >= passes and d["state"] in ("idle", "error")
+        return wait_for(lambda: (lambda d: d if d["passes"] >= passes and d["state"] in ("idle", "error", "watch-only")
                                  else None)(self.disk(name)),
                         timeout, 0.1, what=f"{name} to reach {passes} passes")
 

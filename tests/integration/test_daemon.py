@@ -35,7 +35,8 @@ def test_status_matches_qemu_img_and_stat(tmp):
         assert x["virtual_size"] == info["virtual-size"], (x, info)
         assert x["file_size"] == st.st_size, (x, st)
         assert x["allocated"] == st.st_blocks * 512, (x, st)
-        assert x["state"] == "idle" and x["passes"] == 0 and x["last_result"] == "", x
+        assert x["state"] == ("idle" if name == "a" else "watch-only"), x
+        assert x["passes"] == 0 and x["last_result"] == "", x
         assert x["next_pass"] == 0, x       # interval=0: no periodic passes
     assert disks["a"]["sparse"] is True and disks["b"]["sparse"] is False
     # One name, and an unknown one.
@@ -389,7 +390,7 @@ def test_set_sparse(tmp):
     assert d.call("ListJobs") == [[]]
     assert len(d.history("a")) == 1
     x = d.disk("a")
-    assert x["sparse"] is False and x["state"] == "idle", x
+    assert x["sparse"] is False and x["state"] == "watch-only", x
     assert allocated(a) >= os.stat(a).st_size > holey, (allocated(a), holey)
     assert_same_content(a, copy)
     # Not sparse: a pass only measures.
