@@ -82,7 +82,7 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
                 dry_run = true;
         j->estimate = disk_watch_only(d);
         if (j->estimate) {
-                struct stat st;
+                struct stat st = {};
 
                 /* Taken before it reads: a change during the estimate makes the next one due. */
                 j->have_stamp = stat(d->path, &st) >= 0;
