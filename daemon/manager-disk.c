@@ -22,6 +22,7 @@ static const char *const disk_state_names[_DISK_STATE_MAX] = {
         [DISK_RECLAIMING] = "reclaiming",
         [DISK_MISSING] = "missing",
         [DISK_ERROR] = "error",
+        [DISK_WATCH_ONLY] = "watch-only",
 };
 
 const char *disk_state_to_string(DiskState s) {
@@ -29,17 +30,29 @@ const char *disk_state_to_string(DiskState s) {
 }
 
 DiskState disk_state(const Disk *d) {
-        if (d->job)
+        /* Its estimates are no reclamation: ListJobs shows them. */
+        if (d->job && !disk_watch_only(d))
                 return d->job->running ? DISK_RECLAIMING : DISK_QUEUED;
         if (d->missing)
                 return DISK_MISSING;
         if (d->record.last_result >= 0 && pass_result_is_failure((PassResult) d->record.last_result))
                 return DISK_ERROR;
-        return DISK_IDLE;
+        return disk_watch_only(d) ? DISK_WATCH_ONLY : DISK_IDLE;
 }
 
 bool disk_effective_sparse(const Disk *d) {
         return d->record.sparse_override >= 0 ? d->record.sparse_override : d->config_sparse;
+}
+
+bool disk_watch_only(const Disk *d) {
+        return !disk_effective_sparse(d) || d->settings.discard == DISCARD_NONE;
+}
+
+bool disk_unchanged_since_estimate(const Disk *d) {
+        struct stat st;
+
+        return d->estimated && stat(d->path, &st) >= 0 && (uint64_t) st.st_size == d->estimated_size &&
+               (int64_t) st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == d->estimated_mtime_nsec;
 }
 
 Disk *disk_free(Disk *d) {
@@ -47,6 +60,7 @@ Disk *disk_free(Disk *d) {
                 return NULL;
         d->pass_timer = sd_event_source_disable_unref(d->pass_timer);
         d->idle_timer = sd_event_source_disable_unref(d->idle_timer);
+        disk_probe_forget(d);
         disk_record_done(&d->record);
         free(d->name);
         free(d->path);

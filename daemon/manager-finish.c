@@ -41,6 +41,25 @@ static void log_pass_end(const Disk *d, const PassReport *rep) {
         log_fields(pass_result_is_failure(rep->result) ? LOG_WARNING : LOG_INFO, msg, fields);
 }
 
+/* A watch-only disk's estimate is its pass: it sets the time of the next one
+ * (or the scheduler would find the disk overdue at once, again and again),
+ * and a file that has not changed since is not read again. It never touches
+ * resume_offset, which belongs to passes that punch. */
+static void record_estimate(Disk *d, const Job *j) {
+        const PassReport *rep = &j->report;
+        DiskRecord *r = &d->record;
+
+        r->last_pass = j->start_realtime;
+        r->last_result = (int) rep->result;
+        free(r->last_message);
+        r->last_message = strdup(rep->message ? rep->message : "");
+        r->reclaimed_last = 0;
+        r->passes++;
+        d->estimated = j->have_stamp && !pass_result_is_failure(rep->result) && rep->result != PASS_SKIPPED_IN_USE;
+        d->estimated_size = j->stamp_size;
+        d->estimated_mtime_nsec = j->stamp_mtime_nsec;
+}
+
 static void record_pass(Disk *d, const Job *j) {
         const PassReport *rep = &j->report;
         DiskRecord *r = &d->record;
@@ -54,6 +73,8 @@ static void record_pass(Disk *d, const Job *j) {
                 /* A dry run only measures. */
                 if (!pass_result_is_failure(rep->result) && rep->result != PASS_SKIPPED_IN_USE)
                         r->reclaimable = found;
+                if (j->estimate)
+                        record_estimate(d, j);
                 return;
         }
         r->last_pass = j->start_realtime;

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "log.h"
 #include "manager.h"
@@ -93,6 +94,15 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
         /* sparse=false and discard=none: watched and reported, never modified. */
         if (!disk_effective_sparse(d) || discard == DISCARD_NONE)
                 dry_run = true;
+        j->estimate = disk_watch_only(d);
+        if (j->estimate) {
+                struct stat st = {};
+
+                /* Taken before it reads: a change during the estimate makes the next one due. */
+                j->have_stamp = stat(d->path, &st) >= 0;
+                j->stamp_size = (uint64_t) st.st_size;
+                j->stamp_mtime_nsec = (int64_t) st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        }
         if (discard == DISCARD_NONE)
                 discard = DISCARD_SAFE;
         free(j->path);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,33 +11,218 @@
 #include "manager.h"
 #include "watch.h"
 
-/* Reading an image's format and virtual size, for status before its first pass. */
+/* Reading an image's format and virtual size, for status before its first
+ * pass. The image is untrusted (anything can appear in a watched folder) and
+ * parsing it reads its whole BAT, so the probe runs on a worker thread of its
+ * own, like a pass, and reports back through the loop's worker eventfd. A few
+ * at a time: a folder of a thousand images must not start a thousand threads. */
 
-void disk_probe(Disk *d) {
-        _cleanup_free_ char *error = NULL;
+#define PROBE_MAX_PARALLEL 2
+
+struct Probe {
+        Probe *next;            /* in the manager's list, oldest first */
+        Manager *manager;
+        Disk *disk;             /* NULL once the disk was dropped */
+        char *path;
+        bool running;
+        pthread_t thread;
+        atomic_bool finished;
+
+        /* Written by the thread before `finished`, read by the loop after. */
+        int open_error;         /* negative errno of the open, 0 if it opened */
+        int error;              /* of image_open() */
+        char *message;
+        char *real_path;
+        ImageFormat format;
+        uint64_t virtual_size;
+};
+
+static Probe *probe_free(Probe *p) {
+        if (!p)
+                return NULL;
+        free(p->path);
+        free(p->message);
+        free(p->real_path);
+        free(p);
+        return NULL;
+}
+
+static void probe_unlink(Manager *m, Probe *p) {
+        for (Probe **q = &m->probes; *q; q = &(*q)->next)
+                if (*q == p) {
+                        *q = p->next;
+                        p->next = NULL;
+                        return;
+                }
+}
+
+static void *probe_thread(void *userdata) {
+        Probe *p = userdata;
         Image *img = NULL;
         int fd, r;
+
+        fd = open(p->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                p->open_error = -errno;
+        else {
+                p->real_path = realpath(p->path, NULL);
+                r = image_open(fd, &img, &p->message);
+                p->error = r;
+                if (r >= 0) {
+                        p->format = img->format;
+                        p->virtual_size = img->virtual_size;
+                        image_free(img);
+                }
+                /* Closed before the loop hears of the end: the close's inotify
+                 * event is then queued before the flush in probe_apply(). */
+                close(fd);
+        }
+        atomic_store(&p->finished, true);
+        worker_wake(p->manager);
+        return NULL;
+}
+
+static void probe_apply(Manager *m, Probe *p) {
+        Disk *d = p->disk;
+
+        if (!d)
+                return;
+        if (p->open_error < 0) {
+                d->missing = p->open_error == -ENOENT;
+                if (p->open_error != -ENOENT)
+                        log_debug_errno(p->open_error, "%s: cannot open to read its format: %m", d->path);
+        } else {
+                d->missing = false;
+                free(d->real_path);
+                d->real_path = TAKE_PTR(p->real_path);
+                if (p->error >= 0) {
+                        d->record.format = (int) p->format;
+                        d->record.virtual_size = p->virtual_size;
+                } else
+                        log_debug("%s: cannot read the image: %s", d->path,
+                                  p->message ? p->message : strerror(-p->error));
+        }
+        /* Our own open and close are no writer's: read them while still probing. */
+        watch_flush_self(m, d);
+        d->probe = NULL;
+}
+
+static void probe_start(Manager *m, Probe *p) {
+        int r;
+
+        p->running = true;
+        r = worker_spawn(&p->thread, probe_thread, p);
+        if (r < 0) {
+                log_warning_errno(r, "%s: cannot start the thread that reads its format: %m", p->path);
+                p->running = false;
+                if (p->disk)
+                        p->disk->probe = NULL;
+                probe_unlink(m, p);
+                probe_free(p);
+                return;
+        }
+        m->n_running_probes++;
+}
+
+static void probe_dispatch(Manager *m) {
+        for (Probe *p = m->probes, *next; p && m->n_running_probes < PROBE_MAX_PARALLEL; p = next) {
+                next = p->next;
+                if (p->running)
+                        continue;
+                if (p->disk->job && p->disk->job->running) {
+                        /* Our open would break its lease; the pass reads the format itself. */
+                        p->disk->probe = NULL;
+                        probe_unlink(m, p);
+                        probe_free(p);
+                        continue;
+                }
+                probe_start(m, p);
+        }
+}
+
+void disk_probe(Disk *d) {
+        Manager *m = d->manager;
+        Probe *p, **q;
 
         /* Never while a pass holds its lease: our open would break it. */
         if (d->job && d->job->running)
                 return;
-        fd = open(d->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        if (fd < 0) {
-                d->missing = errno == ENOENT;
-                if (errno != ENOENT)
-                        log_debug_errno(errno, "%s: cannot open to read its format: %m", d->path);
+        /* One queued or running is enough: it opens the file as it is then. */
+        if (d->probe)
+                return;
+        p = calloc(1, sizeof *p);
+        if (!p || !(p->path = strdup(d->path))) {
+                free(p);
+                log_error("%s: out of memory reading its format", d->path);
                 return;
         }
-        d->missing = false;
-        free(d->real_path);
-        d->real_path = realpath(d->path, NULL);
-        r = image_open(fd, &img, &error);
-        if (r >= 0) {
-                d->record.format = (int) img->format;
-                d->record.virtual_size = img->virtual_size;
-                image_free(img);
+        p->manager = m;
+        p->disk = d;
+        d->probe = p;
+        q = &m->probes;
+        while (*q)
+                q = &(*q)->next;
+        *q = p;
+        probe_dispatch(m);
+}
+
+bool disk_probing(const Disk *d) {
+        return d->probe && d->probe->running;
+}
+
+void disk_probe_forget(Disk *d) {
+        Probe *p = d->probe;
+
+        if (!p)
+                return;
+        d->probe = NULL;
+        p->disk = NULL;
+        if (!p->running) {
+                probe_unlink(d->manager, p);
+                probe_free(p);
+        }
+}
+
+static void probe_reap(Manager *m, Probe *p) {
+        pthread_join(p->thread, NULL);
+        p->running = false;
+        m->n_running_probes--;
+        probe_unlink(m, p);
+        if (m->stopping) {
+                if (p->disk)
+                        p->disk->probe = NULL;
         } else
-                log_debug("%s: cannot read the image: %s", d->path, error ? error : strerror(-r));
-        close(fd);
-        watch_flush_self(d->manager, d);
+                probe_apply(m, p);
+        probe_free(p);
+}
+
+bool manager_reap_probes(Manager *m) {
+        bool changed = false;
+
+        for (Probe *p = m->probes, *next; p; p = next) {
+                next = p->next;
+                if (p->running && atomic_load(&p->finished)) {
+                        probe_reap(m, p);
+                        changed = true;
+                }
+        }
+        if (changed && !m->stopping)
+                probe_dispatch(m);
+        return changed;
+}
+
+void manager_stop_probes(Manager *m) {
+        /* A probe cannot be interrupted, but it only reads: a bounded wait. */
+        while (m->probes) {
+                Probe *p = m->probes;
+
+                if (p->running)
+                        probe_reap(m, p);
+                else {
+                        if (p->disk)
+                                p->disk->probe = NULL;
+                        probe_unlink(m, p);
+                        probe_free(p);
+                }
+        }
 }

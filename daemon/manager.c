@@ -298,6 +298,7 @@ Manager *manager_free(Manager *m) {
         /* In reverse order of manager_new(). */
         m->stopping = true;
         worker_stop_all(m);
+        manager_stop_probes(m);
         while (m->jobs) {
                 Job *j = m->jobs;
 

@@ -26,6 +26,7 @@ typedef struct Disk Disk;
 typedef struct Job Job;
 typedef struct Connection Connection;
 typedef struct WatchDir WatchDir;
+typedef struct Probe Probe;
 
 typedef enum DiskState {
         DISK_IDLE,
@@ -33,6 +34,7 @@ typedef enum DiskState {
         DISK_RECLAIMING,
         DISK_MISSING,
         DISK_ERROR,
+        DISK_WATCH_ONLY,        /* sparse=false or discard=none: measured, never modified */
         _DISK_STATE_MAX,
 } DiskState;
 
@@ -66,7 +68,14 @@ struct Disk {
         sd_event_source *pass_timer;    /* CLOCK_REALTIME, the periodic pass */
         sd_event_source *idle_timer;    /* CLOCK_BOOTTIME, idleDelay after a close-after-write */
         bool written;                   /* closed after writing, not yet reclaimed */
-        unsigned self_opens;            /* our own probe opens, whose IN_OPEN is not a writer */
+        Probe *probe;                   /* reading its format: queued or running */
+
+        /* Watch-only: the file as its last estimate saw it, and when the
+         * scheduler last found it unchanged (then no estimate is due). */
+        bool estimated;
+        uint64_t estimated_size;
+        int64_t estimated_mtime_nsec;
+        uint64_t last_unchanged;        /* realtime usec; 0 = none */
 
         Job *job;                       /* queued or running */
 };
@@ -85,6 +94,12 @@ struct Job {
         DiscardMode discard_request;    /* _DISCARD_MODE_INVALID: the disk's own */
         bool dry_run_request;
         bool started;
+        /* A watch-only disk's measure, which stands for its pass; with the
+         * file's size and mtime when it started. */
+        bool estimate;
+        bool have_stamp;
+        uint64_t stamp_size;
+        int64_t stamp_mtime_nsec;
 
         char *path;
         PassOptions options;
@@ -138,6 +153,8 @@ struct Manager {
         bool trim_running;
         int worker_efd;
         sd_event_source *worker_source;
+        Probe *probes;                  /* oldest first */
+        unsigned n_running_probes;
 
         int inotify_fd;
         sd_event_source *inotify_source;
@@ -188,11 +205,24 @@ void manager_drop_disk(Manager *m, Disk *d);
 /* Frees what the disk owns; the caller has taken it out of the registry. */
 Disk *disk_free(Disk *d);
 
-/* Reads format and virtual size through a read-only descriptor. */
+/* Reads format and virtual size through a read-only descriptor, on a worker
+ * thread (manager-probe.c): the record is updated when the loop hears back. */
 void disk_probe(Disk *d);
+/* Its probe's thread runs: its opens and closes of the image are ours. */
+bool disk_probing(const Disk *d);
+/* The disk goes away: a running probe's result is dropped. */
+void disk_probe_forget(Disk *d);
+/* Applies the results of finished probes (worker.c, on its eventfd); true if any. */
+bool manager_reap_probes(Manager *m);
+/* Waits for the running probes and drops the queued ones. */
+void manager_stop_probes(Manager *m);
 DiskState disk_state(const Disk *d);
 const char *disk_state_to_string(DiskState s);
 bool disk_effective_sparse(const Disk *d);
+/* sparse=false or discard=none: its passes only measure. */
+bool disk_watch_only(const Disk *d);
+/* Whether the file's size and mtime are those its last estimate saw. */
+bool disk_unchanged_since_estimate(const Disk *d);
 /* SetSparse false, in two steps: the check on the loop (-ENOSPC when the
  * host lacks the space for the holes, -EBUSY while a job runs on the disk),
  * then the re-allocation on a worker thread; the job answers request (a
@@ -218,6 +248,10 @@ uint64_t usec_now(clockid_t clock);
 
 /* worker.c */
 int worker_setup(Manager *m);
+/* Wakes the loop's worker eventfd (from any thread). */
+void worker_wake(Manager *m);
+/* Starts a thread that takes no signals (the loop handles them). */
+int worker_spawn(pthread_t *thread, void *(*fn)(void *), void *arg);
 void worker_done(Manager *m);
 /* Starts queued jobs while the limits allow. */
 void worker_dispatch(Manager *m);

@@ -38,6 +38,14 @@ static int on_pass_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         int r;
 
         d->next_pass = 0;
+        if (disk_watch_only(d) && disk_unchanged_since_estimate(d)) {
+                /* Nothing to measure that the last estimate did not. */
+                log_debug("%s: unchanged since its last estimate", d->name);
+                d->last_unchanged = usec_now(CLOCK_REALTIME);
+                (void) schedule_disk(d);
+                manager_state_changed(d->manager);
+                return 0;
+        }
         r = manager_queue_reclaim(d->manager, d, TRIGGER_SCHEDULE, false, _DISCARD_MODE_INVALID, &j);
         if (r < 0)
                 log_warning_errno(r, "cannot queue the periodic pass of %s: %m", d->name);
@@ -60,7 +68,7 @@ int schedule_disk(Disk *d) {
                 schedule_disk_cancel(d);
                 return 0;
         }
-        next = schedule_next(d->record.last_pass, d->settings.interval_usec,
+        next = schedule_next(MAX(d->record.last_pass, d->last_unchanged), d->settings.interval_usec,
                              schedule_random_delay(d->settings.randomized_delay_usec), usec_now(CLOCK_REALTIME));
         if (next == 0) {
                 schedule_disk_cancel(d);

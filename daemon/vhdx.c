@@ -18,6 +18,8 @@
 #define REGION_TABLE2_OFFSET (256 * KiB)
 #define MAX_VIRTUAL_SIZE (64 * 1024 * GiB)
 #define SECTOR_BITMAP_BLOCK_SIZE MiB
+/* The BAT is read in pieces of this many entries (256 KiB). */
+#define BAT_CHUNK_ENTRIES 32768
 
 #define GUID_BAT_REGION         "2dc27766-f623-4200-9d64-115e9bfd4a08"
 #define GUID_METADATA_REGION    "8b7ca206-4790-4b9a-b8fe-575f050f886e"
@@ -47,13 +49,21 @@ static _printf_(3, 4) int fail(char **ret_error, int error, const char *format, 
         return error;
 }
 
+static int source_check_range(const VhdxSource *src, uint64_t len, uint64_t offset, const char *what,
+                              char **ret_error) {
+        if (offset > src->size || len > src->size - offset)
+                return fail(ret_error, -EBADMSG, "%s at offset 0x%" PRIx64 ": past the end of the file (%" PRIu64 " bytes)",
+                            what, offset, src->size);
+        return 0;
+}
+
 static int source_read(const VhdxSource *src, void *buf, size_t len, uint64_t offset,
                        const char *what, char **ret_error) {
         int r;
 
-        if (offset > src->size || len > src->size - offset)
-                return fail(ret_error, -EBADMSG, "%s at offset 0x%" PRIx64 ": past the end of the file (%" PRIu64 " bytes)",
-                            what, offset, src->size);
+        r = source_check_range(src, len, offset, what, ret_error);
+        if (r < 0)
+                return r;
         r = src->pread(src->userdata, buf, len, offset);
         if (r < 0)
                 return fail(ret_error, r, "%s at offset 0x%" PRIx64 ": read failed: %s", what, offset, strerror(-r));
@@ -566,8 +576,8 @@ static void describe_span(const Vhdx *v, const Span *s, char *out, size_t size) 
                          s->bat_index, v->bat_offset + 8 * s->bat_index, s->what, s->offset);
 }
 
-static int check_block_entry(Vhdx *v, uint64_t i, bool bitmap, char **ret_error) {
-        uint64_t e = v->bat[i], entry_offset = v->bat_offset + 8 * i;
+static int check_block_entry(Vhdx *v, uint64_t i, uint64_t e, bool bitmap, char **ret_error) {
+        uint64_t entry_offset = v->bat_offset + 8 * i;
         unsigned state = e & 7;
         uint64_t file_offset = (e >> 20) * MiB;
 
@@ -599,12 +609,9 @@ static bool bat_index_is_bitmap(const Vhdx *v, uint64_t i) {
 /* Every structure and present block must be disjoint: a block that overlaps
  * metadata would make us treat metadata as payload (or the reverse). */
 static int check_overlaps(Vhdx *v, char **ret_error) {
-        size_t n = 0, cap = 2 + v->n_regions;
+        size_t n = 0, cap = 2 + v->n_regions + v->n_present;
         _cleanup_free_ Span *spans = NULL;
 
-        for (uint64_t i = 0; i < v->bat_entries; i++)
-                if ((v->bat[i] & 7) >= 6)
-                        cap++;
         spans = calloc(cap, sizeof *spans);
         if (!spans)
                 return -ENOMEM;
@@ -616,12 +623,12 @@ static int check_overlaps(Vhdx *v, char **ret_error) {
                 spans[n++] = (Span) { v->regions[i].offset, v->regions[i].length, UINT64_MAX,
                                       strcmp(v->regions[i].name, "BAT") == 0 ? "the BAT region" :
                                       strcmp(v->regions[i].name, "metadata") == 0 ? "the metadata region" : "an unknown region" };
-        for (uint64_t i = 0; i < v->bat_entries; i++) {
-                if ((v->bat[i] & 7) < 6)
-                        continue;
-                bool bitmap = bat_index_is_bitmap(v, i);
-                spans[n++] = (Span) { (v->bat[i] >> 20) * MiB, bitmap ? SECTOR_BITMAP_BLOCK_SIZE : v->block_size, i,
-                                      bitmap ? "sector bitmap" : "payload" };
+        for (size_t k = 0; k < v->n_present; k++) {
+                const VhdxBatEntry *e = &v->present[k];
+                bool bitmap = bat_index_is_bitmap(v, e->index);
+
+                spans[n++] = (Span) { (e->entry >> 20) * MiB, bitmap ? SECTOR_BITMAP_BLOCK_SIZE : v->block_size,
+                                      e->index, bitmap ? "sector bitmap" : "payload" };
         }
 
         qsort(spans, n, sizeof *spans, span_cmp);
@@ -635,32 +642,89 @@ static int check_overlaps(Vhdx *v, char **ret_error) {
         return 0;
 }
 
+/* Keeps one present entry. Present blocks must be pairwise disjoint, start on
+ * distinct MiB boundaries inside the file and are at least 1 MiB long, so
+ * more of them than the file has MiB must overlap: refused before the list
+ * can outgrow the file it describes. */
+static int keep_present(Vhdx *v, uint64_t i, uint64_t e, char **ret_error) {
+        VhdxBatEntry *n;
+
+        if (v->n_present >= v->file_size / MiB)
+                return fail(ret_error, -EBADMSG, "BAT entry %" PRIu64 " at offset 0x%" PRIx64 ": more present blocks than a file of 0x%" PRIx64 " bytes holds (some overlap)",
+                            i, v->bat_offset + 8 * i, v->file_size);
+        if (v->n_present == v->present_allocated) {
+                size_t want = MAX((size_t) 64, v->present_allocated * 2);
+
+                n = reallocarray(v->present, want, sizeof *n);
+                if (!n)
+                        return -ENOMEM;
+                v->present = n;
+                v->present_allocated = want;
+        }
+        v->present[v->n_present++] = (VhdxBatEntry) { .index = i, .entry = e };
+        return 0;
+}
+
+static int check_bat_entry(Vhdx *v, uint64_t i, uint64_t e, char **ret_error) {
+        bool bitmap = bat_index_is_bitmap(v, i);
+        int r;
+
+        r = check_block_entry(v, i, e, bitmap, ret_error);
+        if (r < 0)
+                return r;
+        if (bitmap)
+                v->bitmap_present_count += (e & 7) == VHDX_SB_PRESENT;
+        else
+                v->payload_state_count[e & 7]++;
+        return (e & 7) >= 6 ? keep_present(v, i, e, ret_error) : 0;
+}
+
+/* Streams the BAT through a fixed buffer: a hostile header can claim a BAT of
+ * gigabytes (64 TiB in 1 MiB blocks is 512 MiB of entries) in a small sparse
+ * file, and the probe of a newly found image must not take that much memory.
+ * Every entry is checked; only the present ones are kept. */
 static int read_bat(Vhdx *v, const VhdxSource *src, char **ret_error) {
+        _cleanup_free_ uint64_t *chunk = NULL;
         int r;
 
         r = compute_bat_geometry(v, ret_error);
         if (r < 0)
                 return r;
-        v->bat = malloc(v->bat_entries * sizeof *v->bat);
-        if (!v->bat)
-                return -ENOMEM;
-        r = source_read(src, v->bat, v->bat_entries * sizeof *v->bat, v->bat_offset, "BAT", ret_error);
+        r = source_check_range(src, v->bat_entries * 8, v->bat_offset, "BAT", ret_error);
         if (r < 0)
                 return r;
+        chunk = malloc(BAT_CHUNK_ENTRIES * sizeof *chunk);
+        if (!chunk)
+                return -ENOMEM;
+        for (uint64_t first = 0; first < v->bat_entries; first += BAT_CHUNK_ENTRIES) {
+                size_t n = (size_t) MIN((uint64_t) BAT_CHUNK_ENTRIES, v->bat_entries - first);
 
-        for (uint64_t i = 0; i < v->bat_entries; i++) {
-                bool bitmap = bat_index_is_bitmap(v, i);
-
-                v->bat[i] = le64toh(v->bat[i]);
-                r = check_block_entry(v, i, bitmap, ret_error);
+                r = source_read(src, chunk, n * sizeof *chunk, v->bat_offset + 8 * first, "BAT", ret_error);
                 if (r < 0)
                         return r;
-                if (bitmap)
-                        v->bitmap_present_count += (v->bat[i] & 7) == VHDX_SB_PRESENT;
-                else
-                        v->payload_state_count[v->bat[i] & 7]++;
+                for (size_t k = 0; k < n; k++) {
+                        r = check_bat_entry(v, first + k, le64toh(chunk[k]), ret_error);
+                        if (r < 0)
+                                return r;
+                }
         }
         return check_overlaps(v, ret_error);
+}
+
+uint64_t vhdx_bat_entry(const Vhdx *v, uint64_t index) {
+        size_t lo = 0, hi = v->n_present;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (v->present[mid].index == index)
+                        return v->present[mid].entry;
+                if (v->present[mid].index < index)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return 0;
 }
 
 int vhdx_open(const VhdxSource *src, Vhdx **ret, char **ret_error) {
@@ -691,7 +755,7 @@ Vhdx *vhdx_free(Vhdx *v) {
                 return NULL;
         free(v->regions);
         free(v->items);
-        free(v->bat);
+        free(v->present);
         free(v->parent_locator);
         free(v);
         return NULL;
@@ -713,11 +777,11 @@ int vhdx_file_ranges(const Vhdx *v, ExtentList *structures, ExtentList *data, Ex
                 r = add_clipped(structures, h->log_offset, h->log_length, v->file_size);
         for (size_t i = 0; r >= 0 && i < v->n_regions; i++)
                 r = add_clipped(structures, v->regions[i].offset, v->regions[i].length, v->file_size);
-        for (uint64_t i = 0; r >= 0 && i < v->bat_entries; i++) {
-                unsigned state = v->bat[i] & 7;
-                uint64_t off = (v->bat[i] >> 20) * MiB;
+        for (size_t k = 0; r >= 0 && k < v->n_present; k++) {
+                unsigned state = v->present[k].entry & 7;
+                uint64_t off = (v->present[k].entry >> 20) * MiB;
 
-                if (bat_index_is_bitmap(v, i)) {
+                if (bat_index_is_bitmap(v, v->present[k].index)) {
                         if (state == VHDX_SB_PRESENT)
                                 r = add_clipped(structures, off, SECTOR_BITMAP_BLOCK_SIZE, v->file_size);
                 } else if (state == VHDX_PAYLOAD_FULLY_PRESENT)

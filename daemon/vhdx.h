@@ -71,6 +71,11 @@ typedef struct VhdxSource {
         void *userdata;
 } VhdxSource;
 
+typedef struct VhdxBatEntry {
+        uint64_t index;                 /* in the BAT */
+        uint64_t entry;                 /* the entry, host byte order */
+} VhdxBatEntry;
+
 typedef struct Vhdx {
         uint64_t file_size;
         char creator[256];
@@ -103,7 +108,12 @@ typedef struct Vhdx {
         uint64_t data_blocks;
         uint64_t bitmap_blocks;
         uint64_t bat_entries;
-        uint64_t *bat;                  /* raw BAT entries, bat_entries of them */
+        /* The present entries only (payload FULLY/PARTIALLY_PRESENT, sector
+         * bitmap PRESENT), by index: at most one per MiB of the file, where
+         * the whole BAT can be far larger than the file. The other states
+         * hold no file space and read as zeros: only their counts are kept. */
+        VhdxBatEntry *present;
+        size_t n_present, present_allocated;
 
         uint64_t payload_state_count[8];
         uint64_t bitmap_present_count;
@@ -121,11 +131,14 @@ Vhdx *vhdx_free(Vhdx *v);
 static inline uint64_t vhdx_bat_index(const Vhdx *v, uint64_t block) {
         return block + block / v->chunk_ratio;
 }
+/* The BAT entry at index when it is present, else 0 (NOT_PRESENT). */
+uint64_t vhdx_bat_entry(const Vhdx *v, uint64_t index);
+/* Its state when present, else VHDX_PAYLOAD_NOT_PRESENT (see Vhdx.present). */
 static inline unsigned vhdx_block_state(const Vhdx *v, uint64_t block) {
-        return (unsigned) (v->bat[vhdx_bat_index(v, block)] & 7);
+        return (unsigned) (vhdx_bat_entry(v, vhdx_bat_index(v, block)) & 7);
 }
 static inline uint64_t vhdx_block_file_offset(const Vhdx *v, uint64_t block) {
-        return (v->bat[vhdx_bat_index(v, block)] >> 20) * (UINT64_C(1) << 20);
+        return (vhdx_bat_entry(v, vhdx_bat_index(v, block)) >> 20) * (UINT64_C(1) << 20);
 }
 
 /* File ranges by role (all normalized, clipped to the file size):

@@ -347,7 +347,7 @@ static void handle_event(Manager *m, const struct inotify_event *ev, Disk *self)
         /* A pass's own open and close of its image are no writer's. */
         if (disk_running(d))
                 return;
-        if (d == self && (ev->mask & (IN_OPEN | IN_CLOSE_NOWRITE)))
+        if ((d == self || disk_probing(d)) && (ev->mask & (IN_OPEN | IN_CLOSE_NOWRITE)))
                 return;
         if (ev->mask & IN_OPEN) {
                 if (idle_armed(d))

@@ -48,7 +48,7 @@ Job *job_free(Job *j) {
         return NULL;
 }
 
-static void wake_loop(Manager *m) {
+void worker_wake(Manager *m) {
         uint64_t one = 1;
 
         /* Can only fail when the counter is about to overflow: the loop is awake anyway. */
@@ -63,7 +63,7 @@ static void job_progress(uint64_t done, uint64_t total, void *userdata) {
         atomic_store(&j->total, total);
         if (now - j->last_wakeup >= PROGRESS_INTERVAL_USEC) {
                 j->last_wakeup = now;
-                wake_loop(j->manager);
+                worker_wake(j->manager);
         }
 }
 
@@ -94,12 +94,23 @@ static void *job_thread(void *userdata) {
         else
                 j->error = unsparse_file(j->path, &j->cancel);
         atomic_store(&j->finished, true);
-        wake_loop(j->manager);
+        worker_wake(j->manager);
         return NULL;
 }
 
-static int job_start(Manager *m, Job *j) {
+int worker_spawn(pthread_t *thread, void *(*fn)(void *), void *arg) {
         sigset_t all, old;
+        int r;
+
+        /* The threads take no signals: the loop handles them through signalfd. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        r = -pthread_create(thread, NULL, fn, arg);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return r;
+}
+
+static int job_start(Manager *m, Job *j) {
         int r;
 
         j->running = true;
@@ -114,11 +125,7 @@ static int job_start(Manager *m, Job *j) {
         } else if (j->kind == JOB_TRIM)
                 m->trim_running = true;
 
-        /* The threads take no signals: the loop handles them through signalfd. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_BLOCK, &all, &old);
-        r = -pthread_create(&j->thread, NULL, job_thread, j);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        r = worker_spawn(&j->thread, job_thread, j);
         if (r < 0) {
                 log_error_errno(r, "cannot start a worker thread: %m");
                 if (j->kind == JOB_RECLAIM) {
@@ -147,6 +154,9 @@ void worker_dispatch(Manager *m) {
                 if (j->kind == JOB_RECLAIM && m->n_running_reclaims >= max_parallel(m))
                         continue;
                 if (j->kind == JOB_TRIM && m->trim_running)
+                        continue;
+                /* Its probe holds the image open: the pass's lease would fail. */
+                if (j->disk && disk_probing(j->disk))
                         continue;
                 if (j->kind == JOB_RECLAIM && j->disk)
                         manager_prepare_reclaim(m, j);
@@ -185,6 +195,7 @@ static int on_worker_event(sd_event_source *s, int fd, uint32_t revents, void *u
         bool changed = false;
 
         (void) !read(fd, &v, sizeof v);
+        changed = manager_reap_probes(m);
         for (Job *j = m->jobs, *next; j; j = next) {
                 next = j->next;
                 if (!j->running)

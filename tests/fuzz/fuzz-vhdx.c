@@ -90,9 +90,9 @@ static void live_ranges(const Vhdx *v, ExtentList *out) {
                 add_clipped(out, v->regions[i].offset, v->regions[i].length, v->file_size);
         for (uint64_t i = 0; i < v->bat_entries; i++) {
                 bool bitmap = (i + 1) % (v->chunk_ratio + 1) == 0;
-                unsigned state = v->bat[i] & 7;
-                if (state >= VHDX_PAYLOAD_FULLY_PRESENT)
-                        add_clipped(out, (v->bat[i] >> 20) * MiB, bitmap ? MiB : v->block_size, v->file_size);
+                uint64_t e = vhdx_bat_entry(v, i);
+                if ((e & 7) >= VHDX_PAYLOAD_FULLY_PRESENT)
+                        add_clipped(out, (e >> 20) * MiB, bitmap ? MiB : v->block_size, v->file_size);
         }
         extent_list_normalize(out);
 }

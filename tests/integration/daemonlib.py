@@ -204,6 +204,12 @@ class Daemon:
     def disk(self, name):
         return self.disks(name)[name]
 
+    def wait_probed(self, *names, timeout=10):
+        """The disks, once each is listed with its format read (probes run on worker threads)."""
+        return wait_for(lambda: (lambda x: x if set(x) == set(names) and
+                                 all(v["format"] != "unknown" for v in x.values()) else None)(self.disks()),
+                        timeout, 0.05, what=f"the formats of {', '.join(names)}")
+
     def history(self, name="", limit=0):
         data = self.call("History", "su", name, limit)
         return [dict(zip(HISTORY_FIELDS, h)) for h in data[0]]
@@ -214,7 +220,7 @@ class Daemon:
         return data[0]
 
     def wait_passes(self, name, passes, timeout=20):
-        return wait_for(lambda: (lambda d: d if d["passes"] >= passes and d["state"] in ("idle", "error")
+        return wait_for(lambda: (lambda d: d if d["passes"] >= passes and d["state"] in ("idle", "error", "watch-only")
                                  else None)(self.disk(name)),
                         timeout, 0.1, what=f"{name} to reach {passes} passes")
 

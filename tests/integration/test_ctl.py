@@ -160,8 +160,11 @@ def start_daemon():
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
             break
-        if os.path.exists(sock) and ctl("status").returncode == 0:
-            return True
+        # Up once it answers, and has read every image's format (on its worker threads).
+        if os.path.exists(sock):
+            p, disks = ctl_json("status")
+            if p.returncode == 0 and all(x.get("format") != "unknown" for x in disks or []):
+                return True
         time.sleep(0.1)
     return False
 

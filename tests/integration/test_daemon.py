@@ -27,8 +27,7 @@ def test_status_matches_qemu_img_and_stat(tmp):
     a, _ = image_with_copy(tmp, "a")
     b = make_vhdx(os.path.join(tmp, "b.vhdx"), "1G")
     d = Daemon(tmp, config(tmp, [("a", a), ("b", b, "sparse=false")])).start()
-    disks = d.disks()
-    assert set(disks) == {"a", "b"}, disks
+    disks = d.wait_probed("a", "b")
     for name, path in (("a", a), ("b", b)):
         info, st, x = qemu_info(path), os.stat(path), disks[name]
         assert x["path"] == path and x["origin"] == "disk", x
@@ -36,7 +35,8 @@ def test_status_matches_qemu_img_and_stat(tmp):
         assert x["virtual_size"] == info["virtual-size"], (x, info)
         assert x["file_size"] == st.st_size, (x, st)
         assert x["allocated"] == st.st_blocks * 512, (x, st)
-        assert x["state"] == "idle" and x["passes"] == 0 and x["last_result"] == "", x
+        assert x["state"] == ("idle" if name == "a" else "watch-only"), x
+        assert x["passes"] == 0 and x["last_result"] == "", x
         assert x["next_pass"] == 0, x       # interval=0: no periodic passes
     assert disks["a"]["sparse"] is True and disks["b"]["sparse"] is False
     # One name, and an unknown one.
@@ -250,8 +250,8 @@ def test_reload(tmp):
     # Valid, with a new [disk]: picked up, with its status.
     d.write_config(config(tmp, [("a", a), ("b", b)]))
     d.call("Reload")
-    disks = d.disks()
-    assert set(disks) == {"a", "b"} and disks["b"]["virtual_size"] == 64 * MiB, disks
+    disks = d.wait_probed("a", "b")
+    assert disks["b"]["virtual_size"] == 64 * MiB, disks
     # SIGHUP goes the same way: c added, a dropped.
     d.write_config(config(tmp, [("b", b), ("c", c)]))
     d.proc.send_signal(signal.SIGHUP)
@@ -329,13 +329,15 @@ def test_watch_folder(tmp):
     extra = f"\n[watch.profiles]\ndir={folder}\npattern=*.vhdx\n"
     d = Daemon(tmp, config(tmp, extra=extra)).start()
     wait_for(lambda: set(d.disks()) == {"profiles/alice.vhdx"}, 5, what="the initial scan")
-    x = d.disk("profiles/alice.vhdx")
-    assert x["origin"] == "watch.profiles" and x["format"] == "vhdx", x
+    # The format is read on a worker thread: it shows once that probe reported.
+    x = wait_for(lambda: (lambda x: x if x["format"] == "vhdx" else None)(d.disk("profiles/alice.vhdx")), 5,
+                 what="alice's format")
+    assert x["origin"] == "watch.profiles", x
     # Appearing (created elsewhere, moved in), renamed, deleted.
     standard_image(os.path.join(tmp, "bob.vhdx"))
     os.rename(os.path.join(tmp, "bob.vhdx"), os.path.join(folder, "bob.vhdx"))
     wait_for(lambda: "profiles/bob.vhdx" in d.disks(), 5, what="bob to be picked up")
-    assert d.disk("profiles/bob.vhdx")["virtual_size"] == 64 * MiB
+    wait_for(lambda: d.disk("profiles/bob.vhdx")["virtual_size"] == 64 * MiB, 5, what="bob's virtual size")
     os.rename(os.path.join(folder, "bob.vhdx"), os.path.join(folder, "robert.vhdx"))
     wait_for(lambda: set(d.disks()) == {"profiles/alice.vhdx", "profiles/robert.vhdx"}, 5, what="the rename")
     d.reclaim("profiles/alice.vhdx")
@@ -388,7 +390,7 @@ def test_set_sparse(tmp):
     assert d.call("ListJobs") == [[]]
     assert len(d.history("a")) == 1
     x = d.disk("a")
-    assert x["sparse"] is False and x["state"] == "idle", x
+    assert x["sparse"] is False and x["state"] == "watch-only", x
     assert allocated(a) >= os.stat(a).st_size > holey, (allocated(a), holey)
     assert_same_content(a, copy)
     # Not sparse: a pass only measures.

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -300,7 +301,15 @@ static void m_block_past_eof(const char *path, const Vhdx *v) {
         poke_le64(path, bat_entry_offset(v, 2), ((v->file_size / MiB) + 10) << 20 | 6);
 }
 static void m_bat_reserved_bits(const char *path, const Vhdx *v) {
-        poke_le64(path, bat_entry_offset(v, 0), v->bat[vhdx_bat_index(v, 0)] | (1 << 5));
+        poke_le64(path, bat_entry_offset(v, 0), vhdx_bat_entry(v, vhdx_bat_index(v, 0)) | (1 << 5));
+}
+/* More present blocks than the file has MiB: some must overlap. */
+static void m_too_many_present(const char *path, const Vhdx *v) {
+        uint64_t n = v->file_size / MiB + 1;
+
+        assert_true(n <= v->data_blocks);
+        for (uint64_t b = 0; b < n; b++)
+                poke_le64(path, bat_entry_offset(v, b), (v->file_size / MiB - 1) << 20 | 6);
 }
 static void m_bad_block_size(const char *path, const Vhdx *v) {
         for (size_t i = 0; i < v->n_items; i++)
@@ -332,6 +341,9 @@ static void m_both_region_tables(const char *path, const Vhdx *v) {
 static void test_refuse_header1_crc(void **s) { expect_refused(s, m_header1_crc, "header 1: Checksum at offset 0x10004"); }
 static void test_refuse_both_headers(void **s) { expect_refused(s, m_both_headers_crc, "no valid header"); }
 static void test_refuse_overlap(void **s) { expect_refused(s, m_overlapping_blocks, "overlaps BAT entry"); }
+static void test_refuse_too_many_present(void **s) {
+        expect_refused(s, m_too_many_present, "more present blocks than a file of");
+}
 static void test_refuse_header_area(void **s) { expect_refused(s, m_block_in_header_area, "inside the header area"); }
 static void test_refuse_in_log(void **s) { expect_refused(s, m_block_in_log, "overlaps the log"); }
 static void test_refuse_in_metadata(void **s) { expect_refused(s, m_block_in_metadata, "the metadata region"); }
@@ -384,6 +396,85 @@ static void test_renew_write_guids(void **state) {
         vhdx_free(w);
 }
 
+/* A source that remembers its largest read. */
+typedef struct CountingSource {
+        int fd;
+        size_t max_read;
+} CountingSource;
+
+static int counting_read(void *userdata, void *buf, size_t len, uint64_t offset) {
+        CountingSource *c = userdata;
+
+        c->max_read = len > c->max_read ? len : c->max_read;
+        return fd_read(&c->fd, buf, len, offset);
+}
+
+/* Punches the largest region (the BAT of a big image): all entries NOT_PRESENT. */
+static void punch_largest_region(const char *path) {
+        uint8_t table[16 + 2 * 32];
+        uint64_t offset = 0, length = 0;
+        int fd = open(path, O_RDWR);
+
+        assert_true(fd >= 0);
+        assert_int_equal(pread(fd, table, sizeof table, 192 * 1024), (ssize_t) sizeof table);
+        for (unsigned i = 0; i < 2; i++) {
+                uint64_t o = 0;
+                uint32_t l = 0;
+
+                for (unsigned k = 0; k < 8; k++)
+                        o |= (uint64_t) table[16 + 32 * i + 16 + k] << (8 * k);
+                for (unsigned k = 0; k < 4; k++)
+                        l |= (uint32_t) table[16 + 32 * i + 24 + k] << (8 * k);
+                if (l > length) {
+                        offset = o;
+                        length = l;
+                }
+        }
+        assert_int_equal(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) offset, (off_t) length), 0);
+        close(fd);
+}
+
+static long peak_rss_kib(void) {
+        struct rusage ru;
+
+        assert_int_equal(getrusage(RUSAGE_SELF, &ru), 0);
+        return ru.ru_maxrss;
+}
+
+/* A sparse file of ~520 MB claiming 64 TiB in 1 MiB blocks: 512 MiB of BAT.
+ * Every entry is read and checked, in pieces, and the memory stays small
+ * (the probe of an image that appears in a watched folder reads it). */
+static void test_huge_bat_streamed(void **state) {
+        Fixture *f = *state;
+        char path[256], cmd[512], *err = NULL;
+        CountingSource c = {};
+        struct stat st;
+        Vhdx *v = NULL;
+        long before;
+
+        snprintf(path, sizeof path, "%s/huge.vhdx", f->dir);
+        snprintf(cmd, sizeof cmd, "qemu-img create -q -f vhdx -o block_size=1M,subformat=dynamic '%s' 64T", path);
+        assert_int_equal(run(cmd), 0);
+        punch_largest_region(path);
+
+        c.fd = open(path, O_RDONLY);
+        assert_true(c.fd >= 0);
+        assert_int_equal(fstat(c.fd, &st), 0);
+        VhdxSource src = { (uint64_t) st.st_size, counting_read, &c };
+        before = peak_rss_kib();
+        assert_int_equal(vhdx_open(&src, &v, &err), 0);
+        close(c.fd);
+        assert_int_equal(v->virtual_size, UINT64_C(64) << 40);
+        assert_int_equal(v->bat_entries, 67108864 + 16383);
+        assert_int_equal(v->payload_state_count[VHDX_PAYLOAD_NOT_PRESENT], 67108864);
+        assert_int_equal(vhdx_block_state(v, 12345678), VHDX_PAYLOAD_NOT_PRESENT);
+        if (c.max_read > MiB)
+                fail_msg("the BAT was read in one piece of %zu bytes", c.max_read);
+        if (peak_rss_kib() - before > 64 * 1024)
+                fail_msg("opening took %ld KiB more memory at its peak", peak_rss_kib() - before);
+        vhdx_free(v);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_hyperv_dynamic_1g, setup, teardown),
@@ -394,6 +485,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_refuse_header1_crc, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_refuse_both_headers, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_refuse_overlap, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_refuse_too_many_present, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_refuse_header_area, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_refuse_in_log, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_refuse_in_metadata, setup, teardown),
@@ -405,6 +497,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_refuse_unknown_region, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_refuse_both_region_tables, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_renew_write_guids, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_huge_bat_streamed, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
