@@ -89,6 +89,16 @@ static void record_pass(Disk *d, const Job *j) {
          * whole round (skipped-threshold included), or where it started. */
         if (!pass_result_is_failure(rep->result))
                 r->resume_offset = rep->resume_offset;
+        /* What the next periodic pass compares with; any other end means "changed". */
+        r->have_fingerprint = rep->have_fingerprint;
+        if (rep->have_fingerprint) {
+                r->fingerprint = rep->fingerprint;
+                if (!rep->unchanged)
+                        r->fingerprint.pass_time = j->start_realtime;
+        }
+        /* Unchanged: the last full pass's estimate still holds. */
+        if (rep->unchanged)
+                return;
         if ((rep->result == PASS_SUCCESS || rep->result == PASS_NOTHING_TO_DO) && rep->resume_offset == 0)
                 r->reclaimable = 0;
         else if (rep->result == PASS_SKIPPED_THRESHOLD)

@@ -108,6 +108,9 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
         free(j->path);
         j->path = strdup(d->path);
         pass_options_done(&j->options);
+        /* Asked for by a person: the whole image, whatever it was before. */
+        if (j->trigger != TRIGGER_MANUAL && !dry_run && d->record.have_fingerprint)
+                j->unchanged_since = d->record.fingerprint;
         j->options = (PassOptions) {
                 .discard = discard,
                 .dry_run = dry_run,
@@ -118,6 +121,8 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
                 .max_pass_usec = d->settings.max_pass_time_usec,
                 .resume_offset = dry_run ? 0 : d->record.resume_offset,
                 .related_images = related_images(m, d),
+                .unchanged_since = j->trigger != TRIGGER_MANUAL && !dry_run && d->record.have_fingerprint
+                                           ? &j->unchanged_since : NULL,
         };
         j->started = true;
         d->written = false;

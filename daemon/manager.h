@@ -78,6 +78,8 @@ struct Disk {
         uint64_t last_unchanged;        /* realtime usec; 0 = none */
 
         Job *job;                       /* queued or running */
+        uint64_t dev;                   /* st_dev of the image when its pass was queued: maxParallel counts per device */
+        uint64_t last_close;            /* CLOCK_BOOTTIME usec of a writer's or reader's last close; 0 = none seen */
 };
 
 struct Job {
@@ -103,6 +105,7 @@ struct Job {
 
         char *path;
         PassOptions options;
+        Fingerprint unchanged_since;    /* options.unchanged_since points here */
         uint64_t start_realtime;
         uint64_t start_monotonic;
 

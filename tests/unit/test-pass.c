@@ -174,7 +174,7 @@ static int make_stale_vhdx(const char *path) {
         assert_int_equal(image_open(fd, &img, &error), 0);
         for (uint64_t b = 0; b <= 4; b += 4) {
                 uint64_t i = vhdx_bat_index(img->vhdx, b);
-                uint64_t e = (img->vhdx->bat[i] & ~UINT64_C(7)) | 2;   /* PAYLOAD_BLOCK_ZERO */
+                uint64_t e = (vhdx_bat_entry(img->vhdx, i) & ~UINT64_C(7)) | 2;   /* PAYLOAD_BLOCK_ZERO */
 
                 assert_int_equal(pwrite(fd, &e, sizeof e, (off_t) (img->vhdx->bat_offset + i * 8)), 8);
         }
