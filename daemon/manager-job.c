@@ -62,6 +62,10 @@ int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run,
         j->target = strdup(d->name);
         if (!j->target)
                 return job_free(j), -ENOMEM;
+        /* maxParallel counts per host file system: which one it is on now. */
+        struct stat st;
+        if (stat(d->path, &st) >= 0)
+                d->dev = (uint64_t) st.st_dev;
         d->job = j;
         schedule_disk_cancel(d);
         watch_disarm_idle(d);

@@ -12,6 +12,7 @@
 #include "control.h"
 #include "log.h"
 #include "manager.h"
+#include "schedule.h"
 #include "unsparse.h"
 
 /* Passes and trims run on their own threads, one per running job, so the
@@ -140,18 +141,35 @@ static int job_start(Manager *m, Job *j) {
         return 0;
 }
 
-static unsigned max_parallel(Manager *m) {
-        return MAX(m->config->reclaim.max_parallel, 1u);
+/* The devices of the running reclaims, for maxParallel per host file
+ * system; few, so a queue of thousands is scanned once per dispatch. */
+static size_t running_devices(Manager *m, uint64_t **ret) {
+        uint64_t *devs = calloc(MAX(m->n_running_reclaims, 1u), sizeof *devs);
+        size_t n = 0;
+
+        for (Job *j = m->jobs; devs && j; j = j->next)
+                if (j->running && j->kind == JOB_RECLAIM && n < m->n_running_reclaims)
+                        devs[n++] = j->disk ? j->disk->dev : 0;
+        *ret = devs;
+        return n;
 }
 
 void worker_dispatch(Manager *m) {
+        _cleanup_free_ uint64_t *devs = NULL;
+        size_t n_devs;
+
         if (m->stopping)
                 return;
+        n_devs = running_devices(m, &devs);
+        if (!devs)
+                return;         /* out of memory: the next job's end dispatches again */
         for (Job *j = m->jobs, *next; j; j = next) {
                 next = j->next;
                 if (j->running)
                         continue;
-                if (j->kind == JOB_RECLAIM && m->n_running_reclaims >= max_parallel(m))
+                if (j->kind == JOB_RECLAIM &&
+                    !schedule_device_has_room(devs, n_devs, j->disk ? j->disk->dev : 0,
+                                              j->disk ? j->disk->settings.max_parallel : 1))
                         continue;
                 if (j->kind == JOB_TRIM && m->trim_running)
                         continue;
@@ -163,6 +181,13 @@ void worker_dispatch(Manager *m) {
                 if (job_start(m, j) < 0) {
                         manager_unlink_job(m, j);
                         manager_job_finished(m, j);
+                } else if (j->kind == JOB_RECLAIM) {
+                        uint64_t *p = reallocarray(devs, n_devs + 1, sizeof *devs);
+
+                        if (!p)
+                                return;
+                        devs = p;
+                        devs[n_devs++] = j->disk ? j->disk->dev : 0;
                 }
         }
 }
