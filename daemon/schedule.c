@@ -91,14 +91,19 @@ static int arm_pass_timer(Disk *d, uint64_t next);
  * schedule_quiet_until()): true when it re-armed the timer for then. */
 static bool schedule_disk_wait_quiet(Disk *d) {
         uint64_t now = usec_now(CLOCK_REALTIME), until, ago = UINT64_MAX;
+        int64_t ctime_nsec;
         struct stat st;
 
         if (stat(d->path, &st) < 0)
                 return false;   /* the pass says what is wrong */
         if (d->last_close > 0)
                 ago = usec_now(CLOCK_BOOTTIME) - d->last_close;
-        until = schedule_quiet_until((int64_t) st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec, ago,
-                                     d->settings.idle_delay_usec, now);
+        ctime_nsec = (int64_t) st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+        /* The last change was our own pass's: no client's handle saw the file before it. */
+        if (d->record.have_fingerprint && d->record.fingerprint.ctime_nsec == ctime_nsec &&
+            d->record.fingerprint.ino == (uint64_t) st.st_ino)
+                ctime_nsec = 0;
+        until = schedule_quiet_until(ctime_nsec, ago, d->settings.idle_delay_usec, now);
         if (until <= now)
                 return false;
         log_debug("%s: changed or closed less than idleDelay ago: its periodic pass waits %" PRIu64 " s",
