@@ -29,17 +29,22 @@ Job *manager_find_job(Manager *m, uint64_t id) {
 }
 
 static void job_append(Manager *m, Job *j) {
-        Job **p = &m->jobs;
-
-        while (*p)
-                p = &(*p)->next;
-        *p = j;
+        j->next = NULL;
+        if (m->jobs_last)
+                m->jobs_last->next = j;
+        else
+                m->jobs = j;
+        m->jobs_last = j;
 }
 
 void manager_unlink_job(Manager *m, Job *j) {
-        for (Job **p = &m->jobs; *p; p = &(*p)->next)
+        Job *prev = NULL;
+
+        for (Job **p = &m->jobs; *p; prev = *p, p = &(*p)->next)
                 if (*p == j) {
                         *p = j->next;
+                        if (m->jobs_last == j)
+                                m->jobs_last = prev;
                         j->next = NULL;
                         return;
                 }
@@ -70,7 +75,7 @@ int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run,
         schedule_disk_cancel(d);
         watch_disarm_idle(d);
         job_append(m, j);
-        worker_dispatch(m);
+        worker_dispatch_soon(m);
         manager_state_changed(m);
         *ret = j;
         return 0;

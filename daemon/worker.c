@@ -192,6 +192,32 @@ void worker_dispatch(Manager *m) {
         }
 }
 
+static int on_dispatch_defer(sd_event_source *s, void *userdata) {
+        worker_dispatch(userdata);
+        return 0;
+}
+
+void worker_dispatch_soon(Manager *m) {
+        int r;
+
+        if (!m->event) {
+                worker_dispatch(m);
+                return;
+        }
+        if (m->dispatch_defer)
+                r = sd_event_source_set_enabled(m->dispatch_defer, SD_EVENT_ONESHOT);
+        else {
+                r = sd_event_add_defer(m->event, &m->dispatch_defer, on_dispatch_defer, m);
+                /* After the timers and watches that may queue more. */
+                if (r >= 0)
+                        r = sd_event_source_set_priority(m->dispatch_defer, SD_EVENT_PRIORITY_IDLE);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->dispatch_defer, SD_EVENT_ONESHOT);
+        }
+        if (r < 0)
+                worker_dispatch(m);
+}
+
 /* Joins one finished job's thread and hands the job to the manager. */
 static void job_reap(Manager *m, Job *j) {
         pthread_join(j->thread, NULL);
@@ -232,7 +258,7 @@ static int on_worker_event(sd_event_source *s, int fd, uint32_t revents, void *u
                         emit_progress(m, j, now);
         }
         if (changed)
-                worker_dispatch(m);
+                worker_dispatch_soon(m);
         manager_state_changed(m);
         return 0;
 }

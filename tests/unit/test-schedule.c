@@ -90,6 +90,8 @@ static int teardown(void **state) {
                 job_free(j);
         }
         schedule_disk_cancel(&f->d);
+        f->m.dispatch_defer = sd_event_source_disable_unref(f->m.dispatch_defer);
+        f->m.status_defer = sd_event_source_disable_unref(f->m.status_defer);
         sd_event_unref(f->m.event);
         free(f->m.last_status);
         free(f);
@@ -249,6 +251,10 @@ static void test_dispatch_per_device(void **state) {
         for (int i = 0; i < 4; i++)
                 assert_int_equal(manager_queue_reclaim(&m, &disks[i], TRIGGER_MANUAL, false, _DISCARD_MODE_INVALID,
                                                        &jobs[i]), 0);
+        /* Started once the events pending are handled: one walk of the queue. */
+        assert_false(jobs[0]->running);
+        for (int i = 0; i < 10 && !jobs[0]->running; i++)
+                assert_true(sd_event_run(m.event, 100 * USEC_PER_MSEC) >= 0);
         assert_true(jobs[0]->running);
         assert_false(jobs[1]->running);   /* same device as d0 */
         assert_true(jobs[2]->running);    /* another device: in parallel */
@@ -265,6 +271,8 @@ static void test_dispatch_per_device(void **state) {
         }
         close(m.worker_efd);
         config_free(m.config);
+        m.dispatch_defer = sd_event_source_disable_unref(m.dispatch_defer);
+        m.status_defer = sd_event_source_disable_unref(m.status_defer);
         sd_event_unref(m.event);
         free(m.last_status);
 }
