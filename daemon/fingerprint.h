@@ -15,8 +15,8 @@
  * current time, and no user-space call can set it. The others catch what a
  * ctime check alone would miss: a file replaced by another (dev, ino), a
  * clock set back (size, allocated bytes, mtime), and for VHDX the headers
- * every writer must update before its first write (both sequence numbers
- * and the FileWriteGuid, VHDX specification 2.2.2.1). `settings` is a hash
+ * every writer must update before its first write to an opened file (a
+ * new FileWriteGuid, written with higher sequence numbers). `settings` is a hash
  * of what the pass was asked to do (discard mode, minHole, force) and, when
  * minReclaim held it back (skipped-threshold), of that minReclaim: another
  * request is another pass, but a pass that punched everything it found

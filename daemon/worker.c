@@ -169,7 +169,7 @@ void worker_dispatch(Manager *m) {
                         continue;
                 if (j->kind == JOB_RECLAIM &&
                     !schedule_device_has_room(devs, n_devs, j->disk ? j->disk->dev : 0,
-                                              j->disk ? j->disk->settings.max_parallel : 1))
+                                              m->config->reclaim.max_parallel))
                         continue;
                 if (j->kind == JOB_TRIM && m->trim_running)
                         continue;
