@@ -2,8 +2,12 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <grp.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include "build-config.h"
@@ -44,12 +48,34 @@ static int connect_unix(const char *path) {
         return TAKE_FD(fd);
 }
 
+/* EACCES on connect: the daemon is there, but its socket (or a folder on
+ * the way) is not open to us. Name the group that may connect. */
+static void log_socket_restricted(const char *path) {
+        struct stat st;
+        struct group *g;
+        char gid[32];
+
+        if (stat(path, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+                log_error("cannot reach vhdreclaimd at %s: permission denied on a folder of the path", path);
+                return;
+        }
+        g = getgrgid(st.st_gid);
+        snprintf(gid, sizeof gid, "%u", (unsigned) st.st_gid);
+        log_error("cannot connect to vhdreclaimd at %s: permission denied: the socket is restricted to "
+                  "root and group \"%s\" (mode %04o); run as root or as a member of that group",
+                  path, g ? g->gr_name : gid, (unsigned) (st.st_mode & 07777));
+}
+
 int ctl_connect(Ctl *c) {
         _cleanup_close_ int fd = -1;
         sd_bus *bus = NULL;
         int r;
 
         fd = connect_unix(c->socket_path);
+        if (fd == -EACCES || fd == -EPERM) {
+                log_socket_restricted(c->socket_path);
+                return CTL_EXIT_UNREACHABLE;
+        }
         if (fd < 0) {
                 log_error_errno(fd, "cannot reach vhdreclaimd at %s: %m (is vhdreclaimd running?)", c->socket_path);
                 return CTL_EXIT_UNREACHABLE;
@@ -94,7 +120,13 @@ int ctl_new_call(Ctl *c, const char *method, sd_bus_message **ret) {
 int ctl_report_error(Ctl *c, const sd_bus_error *error, int r) {
         if (sd_bus_error_has_name(error, VHDRECLAIM_ERROR_ACCESS) ||
             sd_bus_error_has_name(error, SD_BUS_ERROR_ACCESS_DENIED)) {
-                log_error("permission denied: changing state needs root or membership of group vhdreclaim");
+                /* The daemon knows its adminGroup; we do not. */
+                const char *why = error->message;
+
+                if (why && strncasecmp(why, "permission denied: ", 19) == 0)
+                        why += 19;
+                log_error("permission denied: %s", why && *why ? why :
+                          "changing state needs root or membership of the daemon's adminGroup");
                 return CTL_EXIT_FAILED;
         }
         if (r == -ETIMEDOUT) {

@@ -38,10 +38,11 @@ typedef struct HistoryEntry {
         const char *result, *message;
         uint64_t duration, reclaimed, stale_bytes, zero_bytes, free_bytes;
         const char *discard;
+        int dry_run;
 } HistoryEntry;
 
-/* The eleven fields History() documents in vhdreclaim-bus.h. */
-#define HISTORY_SIGNATURE "(sstssttttts)"
+/* The twelve fields History() documents in vhdreclaim-bus.h. */
+#define HISTORY_SIGNATURE "(sstsstttttsb)"
 
 static uint64_t now_realtime(void) {
         struct timespec ts;
@@ -450,7 +451,12 @@ static int read_history_entry(sd_bus_message *m, HistoryEntry *h) {
         *h = (HistoryEntry) {};
         return sd_bus_message_read(m, HISTORY_SIGNATURE, &h->name, &h->path, &h->start, &h->result,
                                    &h->message, &h->duration, &h->reclaimed, &h->stale_bytes,
-                                   &h->zero_bytes, &h->free_bytes, &h->discard);
+                                   &h->zero_bytes, &h->free_bytes, &h->discard, &h->dry_run);
+}
+
+/* A dry run changes nothing: what it found is what it would have punched. */
+static uint64_t history_would_reclaim(const HistoryEntry *h) {
+        return h->dry_run ? h->stale_bytes + h->zero_bytes + h->free_bytes : 0;
 }
 
 static void print_history_json_entry(JsonOut *j, const HistoryEntry *h) {
@@ -466,21 +472,29 @@ static void print_history_json_entry(JsonOut *j, const HistoryEntry *h) {
         json_key(j, "zero_bytes"); json_u64(j, h->zero_bytes);
         json_key(j, "free_bytes"); json_u64(j, h->free_bytes);
         json_key(j, "discard"); json_string(j, h->discard);
+        json_key(j, "dry_run"); json_bool(j, h->dry_run);
+        json_key(j, "would_reclaim"); json_u64(j, history_would_reclaim(h));
         json_end(j, '}');
 }
 
 static int add_history_row(Table *t, const HistoryEntry *h) {
         char when[FORMAT_TIMESTAMP_MAX], reclaimed[FORMAT_HUMAN_MAX], duration[FORMAT_SPAN_MAX];
+        char result[128], amount[FORMAT_HUMAN_MAX + 8];
         const char *cells[] = {
                 format_timestamp(when, h->start),
                 h->name,
-                result_to_words(h->result),
+                result,
                 *h->discard ? h->discard : "-",
-                format_size_human(reclaimed, h->reclaimed),
+                amount,
                 format_span(duration, h->duration),
                 h->message,
         };
 
+        snprintf(result, sizeof result, "%s%s", result_to_words(h->result), h->dry_run ? " (dry run)" : "");
+        if (h->dry_run)
+                snprintf(amount, sizeof amount, "would %s", format_size_human(reclaimed, history_would_reclaim(h)));
+        else
+                snprintf(amount, sizeof amount, "%s", format_size_human(reclaimed, h->reclaimed));
         return table_add_row(t, cells);
 }
 

@@ -26,7 +26,9 @@ typedef struct Job {
         uint64_t id;
         char *kind, *target, *result, *message;
         uint64_t done, total, reclaimed;
+        uint64_t punched;       /* stale + zero + free: punched, or would be by a dry run */
         double rate;
+        bool dry_run;           /* as the daemon ran it (sparse=false makes every pass one) */
         bool ours;              /* started by this call: waited for */
         bool running;           /* progress seen, or listed as running */
         bool finished;
@@ -202,18 +204,25 @@ static void show_progress(Waiter *w, Job *j) {
                 print_progress_line(w, j);
 }
 
-static const char *amount_verb(const Waiter *w, const Job *j) {
+static const char *amount_verb(const Job *j) {
         if (j->kind && strcmp(j->kind, "trim") == 0)
                 return "trimmed";
-        return w->dry_run ? "would reclaim" : "reclaimed";
+        return j->dry_run ? "would reclaim" : "reclaimed";
+}
+
+/* A dry run measures nothing: its figure is what it would punch. */
+static uint64_t job_amount(const Job *j) {
+        return j->dry_run ? j->punched : j->reclaimed;
 }
 
 static void print_finished_line(Waiter *w, const Job *j) {
         char amount[FORMAT_HUMAN_MAX];
 
-        printf("job %" PRIu64 " %s: %s", j->id, job_name(j), result_to_words(j->result));
-        if (j->reclaimed > 0 || (j->result && strcmp(j->result, "success") == 0))
-                printf(", %s %s", amount_verb(w, j), format_size_human(amount, j->reclaimed));
+        /* A dry run nobody asked for: the disk is sparse=false or discard=none. */
+        printf("job %" PRIu64 " %s: %s%s", j->id, job_name(j), result_to_words(j->result),
+               !j->dry_run ? "" : w->dry_run ? " (dry run)" : " (dry run: the disk is watch-only)");
+        if (job_amount(j) > 0 || (j->result && strcmp(j->result, "success") == 0))
+                printf(", %s %s", amount_verb(j), format_size_human(amount, job_amount(j)));
         if (j->message && *j->message)
                 printf(" (%s)", j->message);
         fputc('\n', stdout);
@@ -268,6 +277,7 @@ static int on_job_finished(sd_bus_message *m, void *userdata, sd_bus_error *ret_
         Waiter *w = userdata;
         const char *kind, *target, *result, *message;
         uint64_t id, reclaimed;
+        int dry_run;
         Job *j;
         int r;
 
@@ -283,6 +293,13 @@ static int on_job_finished(sd_bus_message *m, void *userdata, sd_bus_error *ret_
                 return 0;
         }
         j->reclaimed = reclaimed;
+        /* The dry-run flag and the punched total follow; from a daemon
+         * that does not send them, what was asked for is all we know. */
+        if (sd_bus_message_read(m, "bt", &dry_run, &j->punched) <= 0) {
+                dry_run = w->dry_run;
+                j->punched = reclaimed;
+        }
+        j->dry_run = dry_run;
         j->finished = true;
         show_finished(w, j);
         return 0;
@@ -462,6 +479,8 @@ static void print_results_json(Waiter *w, const uint64_t *ids, size_t n_ids) {
                 json_key(&j, "result"); json_string(&j, job->result);
                 json_key(&j, "message"); json_string(&j, job->message);
                 json_key(&j, "reclaimed"); json_u64(&j, job->reclaimed);
+                json_key(&j, "dry_run"); json_bool(&j, job->dry_run);
+                json_key(&j, "would_reclaim"); json_u64(&j, job->dry_run ? job->punched : 0);
                 json_end(&j, '}');
         }
         json_end(&j, ']');

@@ -134,7 +134,7 @@ static Verdict examine(const char *candidate, const struct stat *image_st, const
         }
         if (pread(fd, sig, sizeof sig, 0) != (ssize_t) sizeof sig || !vhdx_has_signature(sig))
                 return NOT_A_CHILD;
-        if (image_open(fd, &img, &error) < 0) {
+        if (image_open(fd, candidate, DISK_FORMAT_VHDX, &img, &error) < 0) {
                 /* Nothing can read through an invalid child, this pass included. */
                 log_debug("%s: not examined as a differencing child: %s", candidate, error ? error : "invalid");
                 return NOT_A_CHILD;

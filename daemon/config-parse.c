@@ -81,8 +81,8 @@ static const char *const wsl_keys[] = {
 static const char *const daemon_keys[] = { "socket", "stateDir", "adminGroup" };
 static const char *const experimental_keys[] = { "sparseVhd" };
 static const char *const trim_keys[] = { "mounts", "interval", "chunk", "pause" };
-static const char *const disk_keys[] = { "path", "sparse" };
-static const char *const watch_keys[] = { "dir", "pattern", "sparse" };
+static const char *const disk_keys[] = { "path", "sparse", "format" };
+static const char *const watch_keys[] = { "dir", "pattern", "sparse", "format" };
 
 #define MIN_TRIM_CHUNK MiB
 
@@ -378,11 +378,22 @@ static void apply_override(Parser *p, ReclaimSettings *s, unsigned *overridden, 
         *overridden |= 1u << k;
 }
 
+static void set_format(Parser *p, const char *value, ReclaimSettings *s) {
+        DiskFormat f = disk_format_from_string(value);
+
+        if (f < 0)
+                invalid_value(p, "format", value, -EINVAL, "expected auto, vhdx or raw");
+        else
+                s->format = f;
+}
+
 static void apply_disk_key(Parser *p, const char *key, const char *value) {
         DiskConfig *d = &p->config->disks[p->index];
 
         if (streq(key, "path"))
                 set_path(p, key, value, true, &d->path);
+        else if (streq(key, "format"))
+                set_format(p, value, &d->reclaim);
         else if (streq(key, "sparse")) {
                 set_boolean(p, key, value, &d->sparse);
                 d->sparse_overridden = true;
@@ -395,6 +406,8 @@ static void apply_watch_key(Parser *p, const char *key, const char *value) {
 
         if (streq(key, "dir"))
                 set_path(p, key, value, false, &w->dir);
+        else if (streq(key, "format"))
+                set_format(p, value, &w->reclaim);
         else if (streq(key, "pattern")) {
                 if (value[0] == '\0' || strchr(value, '/'))
                         invalid_value(p, key, value, -EINVAL, "expected a glob on file names, such as *.vhdx");
@@ -861,11 +874,37 @@ static int parse_file(Parser *p) {
         return p->oom ? -ENOMEM : 0;
 }
 
+/* Notepad on Windows saves "Unicode" as UTF-16: every other byte of an
+ * ASCII line is then zero, and libinih would call line 1 invalid. Say what
+ * the file is instead. Returns the byte order ("LE"/"BE") or NULL. */
+static const char *utf16_byte_order(FILE *f) {
+        unsigned char b[64];
+        size_t n, zeros_even = 0, zeros_odd = 0;
+
+        n = fread(b, 1, sizeof b, f);
+        rewind(f);
+        if (n >= 2 && b[0] == 0xff && b[1] == 0xfe)
+                return "LE";
+        if (n >= 2 && b[0] == 0xfe && b[1] == 0xff)
+                return "BE";
+        /* No byte order mark: ASCII text has a zero in every other byte. */
+        for (size_t i = 0; i + 1 < n; i += 2) {
+                zeros_even += b[i] == 0 && b[i + 1] != 0;
+                zeros_odd += b[i] != 0 && b[i + 1] == 0;
+        }
+        if (n >= 4 && zeros_odd == n / 2)
+                return "LE";
+        if (n >= 4 && zeros_even == n / 2)
+                return "BE";
+        return NULL;
+}
+
 int config_load(const char *path, Config **ret, ConfigMessages *msgs) {
         _cleanup_config_ Config *c = NULL;
         _cleanup_fclose_ FILE *f = NULL;
         ConfigMessages local = {}, *m = msgs ?: &local;
         size_t first = m->n_items;
+        const char *utf16;
         Parser p;
         int r;
 
@@ -875,6 +914,14 @@ int config_load(const char *path, Config **ret, ConfigMessages *msgs) {
                 config_messages_add(m, CONFIG_MESSAGE_ERROR, path, 0, "cannot open: %s", strerror(-r));
                 config_messages_done(&local);
                 return r;
+        }
+        utf16 = utf16_byte_order(f);
+        if (utf16) {
+                config_messages_add(m, CONFIG_MESSAGE_ERROR, path, 1,
+                                    "the file is UTF-16 (%s), not UTF-8: save it as UTF-8 (with or without a byte order mark)",
+                                    utf16);
+                config_messages_done(&local);
+                return -EINVAL;
         }
 
         r = config_new_default(&c);

@@ -21,6 +21,9 @@ static void print_overrides(bool sparse, bool sparse_overridden,
 
         if (sparse_overridden)
                 fprintf(f, "sparse=%s\n", sparse ? "true" : "false");
+        /* auto is printed by leaving it out: the golden outputs stay as they were. */
+        if (s->format != DISK_FORMAT_AUTO)
+                fprintf(f, "format=%s\n", disk_format_to_string(s->format));
         for (ReclaimKey k = 0; k < _RECLAIM_KEY_MAX; k++)
                 if (overridden & (1u << k))
                         fprintf(f, "%s=%s\n", reclaim_key_to_string(k), reclaim_settings_format(s, k, buf));

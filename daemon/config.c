@@ -269,6 +269,25 @@ DiscardMode discard_mode_from_string(const char *s) {
         return _DISCARD_MODE_INVALID;
 }
 
+static const char *const disk_format_table[_DISK_FORMAT_MAX] = {
+        [DISK_FORMAT_AUTO] = "auto",
+        [DISK_FORMAT_VHDX] = "vhdx",
+        [DISK_FORMAT_RAW] = "raw",
+};
+
+const char *disk_format_to_string(DiskFormat f) {
+        if (f < 0 || f >= _DISK_FORMAT_MAX)
+                return NULL;
+        return disk_format_table[f];
+}
+
+DiskFormat disk_format_from_string(const char *s) {
+        for (DiskFormat f = 0; f < _DISK_FORMAT_MAX; f++)
+                if (strcasecmp(s, disk_format_table[f]) == 0)
+                        return f;
+        return _DISK_FORMAT_INVALID;
+}
+
 typedef enum ValueType {
         VALUE_DURATION,
         VALUE_SIZE,
@@ -458,7 +477,7 @@ bool reclaim_settings_equal(const ReclaimSettings *a, const ReclaimSettings *b) 
         for (ReclaimKey k = 0; k < _RECLAIM_KEY_MAX; k++)
                 if (!reclaim_settings_equal_key(a, b, k))
                         return false;
-        return true;
+        return a->format == b->format;
 }
 
 /* ---- Config ---- */

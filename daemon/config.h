@@ -86,6 +86,21 @@ typedef enum DiscardMode {
 const char *discard_mode_to_string(DiscardMode m);
 DiscardMode discard_mode_from_string(const char *s);
 
+/* format= of a [disk] or [watch] (DESIGN.md, safety rule 7): auto takes a
+ * file with the VHDX signature as VHDX and anything else as raw only when
+ * its name says raw (.img, .raw); a file named .vhdx or .avhdx must be a
+ * valid VHDX. */
+typedef enum DiskFormat {
+        DISK_FORMAT_AUTO,
+        DISK_FORMAT_VHDX,
+        DISK_FORMAT_RAW,
+        _DISK_FORMAT_MAX,
+        _DISK_FORMAT_INVALID = -1,
+} DiskFormat;
+
+const char *disk_format_to_string(DiskFormat f);
+DiskFormat disk_format_from_string(const char *s);
+
 /* The keys of [reclaim], in the order they are printed; a DiskConfig's or
  * WatchConfig's `overridden` has bit (1u << key) set for each one its own
  * section sets. */
@@ -112,6 +127,9 @@ typedef struct ReclaimSettings {
         uint64_t io_limit;              /* read bytes per second; 0 = unlimited */
         uint64_t max_pass_time_usec;    /* 0 = unlimited */
         unsigned max_parallel;          /* 1..64 */
+        /* Not a [reclaim] key: only a [disk] or [watch] sets it, and it
+         * travels with the settings to every image of that section. */
+        DiskFormat format;
 } ReclaimSettings;
 
 #define DEFAULT_ADMIN_GROUP "vhdreclaim"

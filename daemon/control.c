@@ -142,13 +142,25 @@ static bool connection_is_admin(const Connection *c) {
         return false;
 }
 
+/* The message names the group this daemon was configured with: clients
+ * print it as it is, so what they say cannot drift from the configuration. */
 static int check_admin(const Connection *c, sd_bus_error *error) {
+        const Manager *m = c->manager;
+        const char *group = m->config->admin_group;
+
         if (connection_is_admin(c))
                 return 0;
+        if (!group[0])
+                return sd_bus_error_setf(error, VHDRECLAIM_ERROR_ACCESS,
+                                         "Permission denied: uid %u is not root, and no adminGroup is configured",
+                                         (unsigned) c->uid);
+        if (!m->have_admin_gid)
+                return sd_bus_error_setf(error, VHDRECLAIM_ERROR_ACCESS,
+                                         "Permission denied: uid %u is not root, and adminGroup \"%s\" does not exist",
+                                         (unsigned) c->uid, group);
         return sd_bus_error_setf(error, VHDRECLAIM_ERROR_ACCESS,
-                                 "Permission denied: uid %u is neither root nor a member of group \"%s\"",
-                                 (unsigned) c->uid,
-                                 c->manager->config->admin_group[0] ? c->manager->config->admin_group : "(none)");
+                                 "Permission denied: uid %u is neither root nor a member of group \"%s\" (adminGroup)",
+                                 (unsigned) c->uid, group);
 }
 
 /* ---- org.freedesktop.DBus, as much of it as busctl needs ---- */
@@ -498,11 +510,11 @@ static int method_history(sd_bus_message *msg, void *userdata, sd_bus_error *err
                 return sd_bus_error_setf(error, VHDRECLAIM_ERROR_FAILED, "Cannot read the history: %s", strerror(-r));
         r = sd_bus_message_new_method_return(msg, &reply);
         if (r >= 0)
-                r = sd_bus_message_open_container(reply, 'a', "(sstssttttts)");
+                r = sd_bus_message_open_container(reply, 'a', "(sstsstttttsb)");
         for (size_t i = 0; i < n && r >= 0; i++)
-                r = sd_bus_message_append(reply, "(sstssttttts)", e[i].name, e[i].path, e[i].start, e[i].result,
+                r = sd_bus_message_append(reply, "(sstsstttttsb)", e[i].name, e[i].path, e[i].start, e[i].result,
                                           e[i].message, e[i].duration_usec, e[i].reclaimed, e[i].stale_bytes,
-                                          e[i].zero_bytes, e[i].free_bytes, e[i].discard);
+                                          e[i].zero_bytes, e[i].free_bytes, e[i].discard, (int) e[i].dry_run);
         history_entries_free(e, n);
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
@@ -582,14 +594,14 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_METHOD_WITH_ARGS("ListJobs", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(tsssttd)", jobs), method_list_jobs,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("History", SD_BUS_ARGS("s", name, "u", limit),
-                                SD_BUS_RESULT("a(sstssttttts)", passes), method_history, SD_BUS_VTABLE_UNPRIVILEGED),
+                                SD_BUS_RESULT("a(sstsstttttsb)", passes), method_history, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetTrimStatus", SD_BUS_NO_ARGS, SD_BUS_RESULT("a(sttts)", mounts),
                                 method_get_trim_status, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("JobProgress", SD_BUS_ARGS("t", job_id, "s", target, "t", done, "t", total, "d", rate),
                                 0),
         SD_BUS_SIGNAL_WITH_ARGS("JobFinished",
                                 SD_BUS_ARGS("t", job_id, "s", kind, "s", target, "s", result, "s", message, "t",
-                                            reclaimed),
+                                            reclaimed, "b", dry_run, "t", punched),
                                 0),
         SD_BUS_VTABLE_END
 };
@@ -789,12 +801,43 @@ static int mkdir_parents(const char *path, mode_t mode) {
         return 0;
 }
 
+/* The socket's group is adminGroup, whoever made the socket: the
+ * configuration says who administers the daemon, so a socket from systemd
+ * (SocketGroup=) follows it too. The path is the one the listening socket
+ * is bound to. */
+void control_socket_apply_group(Manager *m) {
+        struct sockaddr_un sa = {};
+        socklen_t len = sizeof sa;
+        const char *group = m->config->admin_group;
+        struct stat st;
+        gid_t gid = 0;
+        struct group *g;
+
+        if (geteuid() != 0 || m->listen_fd < 0)
+                return;
+        if (getsockname(m->listen_fd, (struct sockaddr *) &sa, &len) < 0 || sa.sun_family != AF_UNIX ||
+            len <= offsetof(struct sockaddr_un, sun_path) || sa.sun_path[0] == 0)
+                return;         /* unnamed or abstract: no file to own */
+        sa.sun_path[sizeof sa.sun_path - 1] = 0;
+        if (group[0]) {
+                g = getgrnam(group);
+                if (!g)
+                        return;     /* resolve_admin_group() said so */
+                gid = g->gr_gid;
+        }
+        if (stat(sa.sun_path, &st) < 0 || !S_ISSOCK(st.st_mode) || (st.st_uid == 0 && st.st_gid == gid))
+                return;
+        if (chown(sa.sun_path, 0, gid) < 0)
+                log_warning_errno(errno, "cannot give %s to group %s: %m", sa.sun_path, group[0] ? group : "root");
+        else
+                log_info("%s now belongs to group %s (adminGroup)", sa.sun_path, group[0] ? group : "root");
+}
+
 static int bind_socket(Manager *m) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         socklen_t len;
         _cleanup_close_ int fd = -1;
         mode_t old_umask;
-        struct group *g;
         int r;
 
         if (strlen(m->socket_path) >= sizeof sa.sun_path)
@@ -826,10 +869,6 @@ static int bind_socket(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "cannot bind %s: %m", m->socket_path);
         m->listen_fd_ours = true;
-        if (geteuid() == 0 && m->config->admin_group[0] && (g = getgrnam(m->config->admin_group)))
-                if (chown(m->socket_path, 0, g->gr_gid) < 0)
-                        log_warning_errno(errno, "cannot give %s to group %s: %m", m->socket_path,
-                                          m->config->admin_group);
         if (listen(fd, SOMAXCONN) < 0)
                 return log_error_errno(errno, "listen on %s: %m", m->socket_path);
         m->listen_fd = TAKE_FD(fd);
@@ -855,6 +894,7 @@ int control_setup(Manager *m) {
                 if (r < 0)
                         return r;
         }
+        control_socket_apply_group(m);
         r = sd_event_add_io(m->event, &m->listen_source, m->listen_fd, EPOLLIN, on_listen, m);
         if (r < 0)
                 return log_error_errno(r, "cannot watch the control socket: %m");
@@ -906,11 +946,17 @@ void control_emit_job_progress(Manager *m, const Job *j, double rate) {
 
 void control_emit_job_finished(Manager *m, const Job *j, const char *result, const char *message,
                                uint64_t reclaimed) {
+        /* A dry run measures nothing (reclaimed is 0): what it found is
+         * what the pass would punch, and clients must be able to say so. */
+        bool pass_ran = j->kind == JOB_RECLAIM && j->started;
+        bool dry_run = pass_ran && j->report.dry_run;
+        uint64_t punched = pass_ran ? j->report.stale_bytes + j->report.zero_bytes + j->report.free_bytes : 0;
+
         for (Connection *c = m->connections, *next; c; c = next) {
                 next = c->next;
                 if (connection_ready(c))
                         (void) sd_bus_emit_signal(c->bus, VHDRECLAIM_BUS_PATH, VHDRECLAIM_BUS_INTERFACE, "JobFinished",
-                                                  "tsssst", j->id, job_kind_to_string(j->kind), j->target, result,
-                                                  message ? message : "", reclaimed);
+                                                  "tsssstbt", j->id, job_kind_to_string(j->kind), j->target, result,
+                                                  message ? message : "", reclaimed, (int) dry_run, punched);
         }
 }

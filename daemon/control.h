@@ -11,6 +11,8 @@
  * (-EADDRINUSE). */
 int control_setup(Manager *m);
 void control_done(Manager *m);
+/* Gives the socket we bound to root and adminGroup (after a reload changed it). */
+void control_socket_apply_group(Manager *m);
 
 void control_emit_job_progress(Manager *m, const Job *j, double rate);
 void control_emit_job_finished(Manager *m, const Job *j, const char *result, const char *message,

@@ -27,8 +27,8 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
         return h;
 }
 
-uint64_t fingerprint_settings(DiscardMode discard, uint64_t min_hole, uint64_t held_by, bool force_fixed) {
-        uint64_t v[] = { FINGERPRINT_VERSION, (uint64_t) discard, min_hole, held_by, force_fixed };
+uint64_t fingerprint_settings(DiscardMode discard, uint64_t min_hole, uint64_t held_by, bool force_fixed, bool compact) {
+        uint64_t v[] = { FINGERPRINT_VERSION, (uint64_t) discard, min_hole, held_by, force_fixed, compact };
 
         return fnv1a(UINT64_C(0xcbf29ce484222325), v, sizeof v);
 }

@@ -17,7 +17,7 @@
  * clock set back (size, allocated bytes, mtime), and for VHDX the headers
  * every writer must update before its first write to an opened file (a
  * new FileWriteGuid, written with higher sequence numbers). `settings` is a hash
- * of what the pass was asked to do (discard mode, minHole, force) and, when
+ * of what the pass was asked to do (discard mode, minHole, force, compact) and, when
  * minReclaim held it back (skipped-threshold), of that minReclaim: another
  * request is another pass, but a pass that punched everything it found
  * stands for any minReclaim. */
@@ -40,7 +40,7 @@ typedef struct Fingerprint {
 
 /* The hash that goes into `settings`. */
 /* held_by: the minReclaim that held the pass back, 0 when it punched all it found. */
-uint64_t fingerprint_settings(DiscardMode discard, uint64_t min_hole, uint64_t held_by, bool force_fixed);
+uint64_t fingerprint_settings(DiscardMode discard, uint64_t min_hole, uint64_t held_by, bool force_fixed, bool compact);
 
 /* Fills *ret from fd (fstat, and for a VHDX the two 32-byte header starts
  * at 64 KiB and 128 KiB); pass_time and settings are the caller's. */

@@ -2,30 +2,16 @@
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <et/com_err.h>
-#include <ext2fs/ext2fs.h>
-
-#include "ext2io.h"
 #include "fsaware.h"
+#include "fsbackend.h"
 #include "log.h"
 #include "macro.h"
 #include "unaligned.h"
-
-/* Enough to see every signature we name: btrfs's superblock magic sits at
- * 64 KiB + 64, swap's at the end of a page of up to 64 KiB. */
-#define PROBE_SIZE (68 * KiB)
-
-/* What ext3 understands; anything beyond makes it ext4 (libblkid's rule). */
-#define EXT3_INCOMPAT_KNOWN (EXT2_FEATURE_INCOMPAT_FILETYPE | EXT3_FEATURE_INCOMPAT_RECOVER | \
-                             EXT2_FEATURE_INCOMPAT_META_BG)
-#define EXT3_RO_COMPAT_KNOWN (EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER | EXT2_FEATURE_RO_COMPAT_LARGE_FILE | \
-                              0x0004 /* btree_dir */)
 
 /* fs_kind_to_string() for messages: never NULL. */
 static const char *kind_name(FsKind k) {
@@ -35,30 +21,6 @@ static const char *kind_name(FsKind k) {
 
 static bool has_signature(const uint8_t *buf, size_t len, size_t offset, const char *sig, size_t n) {
         return offset + n <= len && memcmp(buf + offset, sig, n) == 0;
-}
-
-static FsKind probe_ext(const uint8_t *b, size_t len) {
-        const uint8_t *sb = b + SUPERBLOCK_OFFSET;
-        uint32_t compat, incompat, ro_compat;
-
-        if (len < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE)
-                return FS_UNKNOWN;
-        if (get_le16(sb + 56) != EXT2_SUPER_MAGIC)
-                return FS_UNKNOWN;
-        /* s_log_block_size: 1 KiB << n, at most 64 KiB */
-        if (get_le32(sb + 24) > 6)
-                return FS_UNKNOWN;
-
-        compat = get_le32(sb + 92);
-        incompat = get_le32(sb + 96);
-        ro_compat = get_le32(sb + 100);
-        if (incompat & EXT3_FEATURE_INCOMPAT_JOURNAL_DEV)
-                return FS_EXT_JOURNAL;
-        if ((incompat & ~EXT3_INCOMPAT_KNOWN) || (ro_compat & ~EXT3_RO_COMPAT_KNOWN))
-                return FS_EXT4;
-        if (compat & EXT3_FEATURE_COMPAT_HAS_JOURNAL)
-                return FS_EXT3;
-        return FS_EXT2;
 }
 
 static bool probe_vfat(const uint8_t *b, size_t len) {
@@ -89,11 +51,25 @@ static bool probe_swap(const uint8_t *b, size_t len) {
         return false;
 }
 
-/* Names what the first bytes of a partition hold. Only ext2/3/4 is ever
- * processed, and libext2fs validates it fully; the rest is for the report. */
-static FsKind probe_kind(const uint8_t *b, size_t len) {
-        FsKind k = probe_ext(b, len);
+static const FsBackend *const backends[] = {
+        &fs_backend_ext,
+        &fs_backend_ntfs,
+};
 
+/* Names what the first bytes of a partition hold, and finds the backend that
+ * processes it (NULL for a kind that is only named, for the report). */
+static FsKind probe_kind(const uint8_t *b, size_t len, const FsBackend **ret_backend) {
+        FsKind k;
+
+        *ret_backend = NULL;
+        for (size_t i = 0; i < ELEMENTSOF(backends); i++) {
+                k = backends[i]->recognise(b, len);
+                if (k != FS_UNKNOWN) {
+                        *ret_backend = backends[i];
+                        return k;
+                }
+        }
+        k = fs_ext_probe(b, len);
         if (k != FS_UNKNOWN)
                 return k;
         if (has_signature(b, len, 0, "LUKS\xba\xbe", 6))
@@ -103,7 +79,11 @@ static FsKind probe_kind(const uint8_t *b, size_t len) {
         if (has_signature(b, len, 0, "XFSB", 4))
                 return FS_XFS;
         if (has_signature(b, len, 3, "NTFS    ", 8))
-                return FS_NTFS;
+                return FS_NTFS;         /* without the boot sector's end mark */
+        if (has_signature(b, len, 3, "-FVE-FS-", 8))
+                return FS_BITLOCKER;
+        if (has_signature(b, len, 3, "ReFS\0\0\0\0", 8))
+                return FS_REFS;
         if (has_signature(b, len, 3, "EXFAT   ", 8))
                 return FS_EXFAT;
         if (probe_vfat(b, len))
@@ -115,8 +95,8 @@ static FsKind probe_kind(const uint8_t *b, size_t len) {
         return FS_UNKNOWN;
 }
 
-static int probe_partition(VDisk *d, FsPartition *p) {
-        size_t len = (size_t) MIN(p->size, (uint64_t) PROBE_SIZE);
+static int probe_partition(VDisk *d, FsPartition *p, const FsBackend **ret_backend) {
+        size_t len = (size_t) MIN(p->size, (uint64_t) FSAWARE_PROBE_SIZE);
         _cleanup_free_ uint8_t *buf = malloc(MAX(len, (size_t) 1));
         int r;
 
@@ -125,7 +105,7 @@ static int probe_partition(VDisk *d, FsPartition *p) {
         r = vdisk_read(d, buf, len, p->offset);
         if (r < 0)
                 return r;
-        p->kind = probe_kind(buf, len);
+        p->kind = probe_kind(buf, len, ret_backend);
         return 0;
 }
 
@@ -145,8 +125,7 @@ static Where where(const FsPartition *p) {
 }
 
 /* Marks the file system unclean; returns -EUCLEAN for the caller to pass up. */
-_printf_(2, 3)
-static int mark_unclean(FsPartition *p, const char *format, ...) {
+int fs_mark_unclean(FsPartition *p, const char *format, ...) {
         va_list ap;
 
         va_start(ap, format);
@@ -156,247 +135,29 @@ static int mark_unclean(FsPartition *p, const char *format, ...) {
         return -EUCLEAN;
 }
 
-/* libext2fs's failures are about the file system unless the disk itself
- * failed underneath (an I/O error, a broken lease): then the scan stops. */
-static int ext_failure(ext2_filsys fs, FsPartition *p, errcode_t e, const char *what) {
-        int r = fs && fs->io ? ext2io_channel_error(fs->io) : 0;
-
-        if (r < 0)
-                return r;
-        if (e == EXT2_ET_NO_MEMORY || e == ENOMEM)
-                return -ENOMEM;
-        return mark_unclean(p, "%s: %s", what, error_message(e));
-}
-
-static void ext2fs_freep(ext2_filsys *fs) {
-        if (*fs)
-                ext2fs_free(*fs);
-}
-
-static void init_error_tables(void) {
-        initialize_ext2_error_table();
-}
-
-static int ext_open(VDisk *d, FsPartition *p, ext2_filsys *ret) {
-        static pthread_once_t error_tables_once = PTHREAD_ONCE_INIT;
-        char name[EXT2IO_NAME_MAX];
-        ext2_filsys fs = NULL;
-        errcode_t e;
-        int r;
-
-        (void) pthread_once(&error_tables_once, init_error_tables);
-
-        r = ext2io_format_name(d, p->offset, p->size, name, sizeof name);
-        if (r < 0)
-                return r;
-        /* Read-only, checksums verified (no EXT2_FLAG_IGNORE_CSUM_ERRORS). */
-        e = ext2fs_open2(name, NULL, EXT2_FLAG_64BITS | EXT2_FLAG_NOFREE_ON_ERROR, 0, 0, ext2io_manager(), &fs);
-        if (e != 0) {
-                r = ext_failure(fs, p, e, "cannot open the file system");
-                if (fs)
-                        ext2fs_free(fs);
-                return r;
-        }
-        *ret = fs;
-        return 0;
-}
-
-static int ext_check_geometry(ext2_filsys fs, FsPartition *p) {
-        uint64_t blocks = ext2fs_blocks_count(fs->super);
-
-        if (blocks == 0 || blocks > p->size / fs->blocksize)
-                return mark_unclean(p, "file system (%" PRIu64 " blocks of %u bytes) is larger than its partition (%" PRIu64 " bytes)",
-                                    blocks, fs->blocksize, p->size);
-        /* Opening read-only lets unknown ro_compat features through; we
-         * would not know what they do to the bitmaps. */
-        uint32_t unknown = fs->super->s_feature_ro_compat & ~EXT2_LIB_FEATURE_RO_COMPAT_SUPP;
-        if (unknown)
-                return mark_unclean(p, "unsupported read-only-compatible features 0x%" PRIx32, unknown);
-        return 0;
-}
-
-static int ext_check_state(ext2_filsys fs, FsPartition *p) {
-        struct ext2_super_block *sb = fs->super;
-
-        if (ext2fs_has_feature_journal_needs_recovery(sb))
-                return mark_unclean(p, "journal needs recovery");
-        if (sb->s_state & EXT2_ERROR_FS)
-                return mark_unclean(p, "error state set in superblock");
-        if (!(sb->s_state & EXT2_VALID_FS))
-                return mark_unclean(p, "not cleanly unmounted (valid flag not set in superblock)");
-        if (sb->s_last_orphan != 0)
-                return mark_unclean(p, "orphan inode list pending (inode %" PRIu32 ")", sb->s_last_orphan);
-        if (ext2fs_has_feature_orphan_present(sb))
-                return mark_unclean(p, "orphan file has pending entries");
-        return 0;
-}
-
-/* With multi-mount protection a node that has the file system in use (or
- * died using it) leaves a sequence other than "clean" in the MMP block. */
-static int ext_check_mmp(ext2_filsys fs, FsPartition *p) {
-        _cleanup_free_ uint8_t *buf = NULL;
-        blk64_t blk = fs->super->s_mmp_block;
-        errcode_t e;
-
-        if (!ext2fs_has_feature_mmp(fs->super))
-                return 0;
-        if (blk <= fs->super->s_first_data_block || blk >= ext2fs_blocks_count(fs->super))
-                return mark_unclean(p, "multi-mount protection block %llu is out of range", (unsigned long long) blk);
-        buf = malloc(fs->blocksize);
-        if (!buf)
-                return -ENOMEM;
-        e = io_channel_read_blk64(fs->io, blk, 1, buf);
-        if (e != 0)
-                return ext_failure(fs, p, e, "cannot read the multi-mount protection block");
-
-        const struct mmp_struct *mmp = (const struct mmp_struct *) buf;
-        if (le32toh(mmp->mmp_magic) != EXT4_MMP_MAGIC)
-                return mark_unclean(p, "multi-mount protection block has a bad magic number");
-        if (le32toh(mmp->mmp_seq) != EXT4_MMP_SEQ_CLEAN)
-                return mark_unclean(p, "multi-mount protection says the file system is in use (sequence 0x%" PRIx32 ")",
-                                    le32toh(mmp->mmp_seq));
-        return 0;
-}
-
-static int ext_check_descriptors(ext2_filsys fs, FsPartition *p) {
-        errcode_t e;
-
-        if (ext2fs_has_group_desc_csum(fs))
-                for (dgrp_t g = 0; g < fs->group_desc_count; g++)
-                        if (!ext2fs_group_desc_csum_verify(fs, g))
-                                return mark_unclean(p, "group descriptor checksum mismatch in group %" PRIu32, g);
-        e = ext2fs_check_desc(fs);
-        if (e != 0)
-                return ext_failure(fs, p, e, "group descriptors are inconsistent");
-        return 0;
-}
-
-/* libext2fs says a bitmap checksum failed but not where: find the group by
- * verifying each bitmap the way read_bitmaps does (uninitialized groups with
- * a valid descriptor are computed, not read). */
-static int find_bad_bitmap_group(ext2_filsys fs, bool block_bitmap, dgrp_t *ret) {
-        _cleanup_free_ uint8_t *buf = malloc(fs->blocksize);
-        int size = block_bitmap ? EXT2_CLUSTERS_PER_GROUP(fs->super) / 8 : EXT2_INODES_PER_GROUP(fs->super) / 8;
-        uint16_t uninit = block_bitmap ? EXT2_BG_BLOCK_UNINIT : EXT2_BG_INODE_UNINIT;
-
-        if (!buf)
-                return -ENOMEM;
-        for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
-                blk64_t blk = block_bitmap ? ext2fs_block_bitmap_loc(fs, g) : ext2fs_inode_bitmap_loc(fs, g);
-                int ok;
-
-                if (blk == 0 || (ext2fs_bg_flags_test(fs, g, uninit) && ext2fs_group_desc_csum_verify(fs, g)))
-                        continue;
-                if (io_channel_read_blk64(fs->io, blk, 1, buf) != 0)
-                        continue;
-                ok = block_bitmap ? ext2fs_block_bitmap_csum_verify(fs, g, (char *) buf, size)
-                                  : ext2fs_inode_bitmap_csum_verify(fs, g, (char *) buf, size);
-                if (!ok) {
-                        *ret = g;
-                        return 0;
-                }
-        }
-        return -ENOENT;
-}
-
-static int ext_read_bitmaps(ext2_filsys fs, FsPartition *p) {
-        errcode_t e = ext2fs_read_bitmaps(fs);
-        bool block_bitmap = e == EXT2_ET_BLOCK_BITMAP_CSUM_INVALID;
-        dgrp_t g;
-        int r;
-
-        if (e == 0)
-                return 0;
-        r = ext_failure(fs, p, e, "cannot read the bitmaps");
-        if (r != -EUCLEAN || (!block_bitmap && e != EXT2_ET_INODE_BITMAP_CSUM_INVALID))
-                return r;
-        r = find_bad_bitmap_group(fs, block_bitmap, &g);
-        if (r == -ENOMEM)
-                return r;
-        if (r < 0)
-                return mark_unclean(p, "%s bitmap checksum mismatch", block_bitmap ? "block" : "inode");
-        return mark_unclean(p, "%s bitmap checksum mismatch in group %" PRIu32, block_bitmap ? "block" : "inode", g);
-}
-
-/* The kernel updates a group's free count and its bitmap in the same
- * transaction; if they disagree the bitmap cannot be trusted. This is what
- * catches a damaged bitmap on a file system without metadata_csum. */
-static int ext_check_free_counts(ext2_filsys fs, FsPartition *p) {
-        for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
-                blk64_t first = ext2fs_group_first_block2(fs, g), last = ext2fs_group_last_block2(fs, g);
-                blk64_t used = 0, total = EXT2FS_NUM_B2C(fs, last - first + 1);
-                errcode_t e;
-
-                e = ext2fs_count_used_clusters(fs, first, last, &used);
-                if (e != 0)
-                        return ext_failure(fs, p, e, "cannot count used blocks");
-                if (total - used != ext2fs_bg_free_blocks_count(fs, g))
-                        return mark_unclean(p, "group %" PRIu32 ": descriptor counts %" PRIu32 " free clusters, the bitmap %llu",
-                                            g, ext2fs_bg_free_blocks_count(fs, g), (unsigned long long) (total - used));
-        }
-        return 0;
-}
-
-/* Free runs from the block bitmap, jumping from run to run. With bigalloc
- * the bitmap is per cluster and libext2fs answers in blocks, at cluster
- * boundaries. */
-static int ext_collect_free(ext2_filsys fs, FsPartition *p, ExtentList *out) {
-        blk64_t start = fs->super->s_first_data_block, last = ext2fs_blocks_count(fs->super) - 1;
-        uint64_t bs = fs->blocksize, total = 0;
-        errcode_t e;
-        int r;
-
-        while (start <= last) {
-                blk64_t zero, set;
-
-                e = ext2fs_find_first_zero_block_bitmap2(fs->block_map, start, last, &zero);
-                if (e == ENOENT)
-                        break;
-                if (e != 0)
-                        return ext_failure(fs, p, e, "cannot walk the block bitmap");
-                e = ext2fs_find_first_set_block_bitmap2(fs->block_map, zero, last, &set);
-                if (e == ENOENT)
-                        set = last + 1;
-                else if (e != 0)
-                        return ext_failure(fs, p, e, "cannot walk the block bitmap");
-
-                r = extent_list_add(out, p->offset + zero * bs, (set - zero) * bs);
-                if (r < 0)
-                        return r;
-                total += (set - zero) * bs;
-                start = set;
-        }
-        p->free_bytes = total;
-        return 0;
-}
-
-/* Reads one ext2/3/4 file system. Returns 0 whether or not it is clean
+/* Reads one volume through its backend. Returns 0 whether or not it is clean
  * (see p->clean), or a negative errno when the scan must stop. */
-static int ext_scan(VDisk *d, FsPartition *p, ExtentList *free_out) {
-        _cleanup_(ext2fs_freep) ext2_filsys fs = NULL;
+static int backend_scan(const FsBackend *b, VDisk *d, FsPartition *p, ExtentList *free_out) {
         _cleanup_(extent_list_done) ExtentList found = {};
-        int r;
+        void *volume = NULL;
+        uint64_t total = 0;
+        int r, e;
 
-        r = ext_open(d, p, &fs);
+        r = b->open(d, p, &volume);
         if (r >= 0)
-                r = ext_check_geometry(fs, p);
+                r = b->check_clean(volume, p);
         if (r >= 0)
-                r = ext_check_state(fs, p);
-        if (r >= 0)
-                r = ext_check_mmp(fs, p);
-        if (r >= 0)
-                r = ext_check_descriptors(fs, p);
-        if (r >= 0)
-                r = ext_read_bitmaps(fs, p);
-        if (r >= 0)
-                r = ext_check_free_counts(fs, p);
-        if (r >= 0)
-                r = ext_collect_free(fs, p, &found);
-        /* A disk read that failed anywhere, even where libext2fs carried on
-         * without it, voids the result. */
-        if (fs && (r >= 0 || r == -EUCLEAN) && ext2io_channel_error(fs->io) < 0)
-                r = ext2io_channel_error(fs->io);
+                r = b->list_free(volume, p, &found);
+        /* A disk read that failed anywhere, even where the library carried
+         * on without it, voids the result. */
+        if (volume) {
+                e = b->disk_error(volume);
+                if (e < 0 && (r >= 0 || r == -EUCLEAN))
+                        r = e;
+                b->close(volume);
+        }
         if (r == -EUCLEAN) {
+                p->clean = false;
                 p->free_bytes = 0;
                 log_debug("%s (%s): not clean: %s", where(p).s, kind_name(p->kind), p->reason);
                 return 0;
@@ -404,12 +165,25 @@ static int ext_scan(VDisk *d, FsPartition *p, ExtentList *free_out) {
         if (r < 0)
                 return r;
 
+        /* What a library answers is checked like any input. */
         for (size_t i = 0; i < found.n; i++) {
-                r = extent_list_add(free_out, found.items[i].offset, found.items[i].length);
+                const Extent *x = &found.items[i];
+
+                if (x->offset > p->size || x->length > p->size - x->offset) {
+                        (void) fs_mark_unclean(p, "free range 0x%" PRIx64 "+0x%" PRIx64 " lies outside the volume",
+                                               x->offset, x->length);
+                        p->free_bytes = 0;
+                        return 0;
+                }
+        }
+        for (size_t i = 0; i < found.n; i++) {
+                r = extent_list_add(free_out, p->offset + found.items[i].offset, found.items[i].length);
                 if (r < 0)
                         return r;
+                total += found.items[i].length;
         }
         p->clean = true;
+        p->free_bytes = total;
         log_debug("%s (%s): clean, %" PRIu64 " bytes free in %zu runs",
                   where(p).s, kind_name(p->kind), p->free_bytes, found.n);
         return 0;
@@ -428,6 +202,48 @@ static int scan_fail(FsScan *s, int r, const char *format, ...) {
         return r;
 }
 
+/* fdisk's names for the partition types found on disks we meet. */
+static const char *partition_type_name(const Partition *part) {
+        static const struct {
+                const char *guid;
+                const char *name;
+        } gpt_types[] = {
+                { "c12a7328-f81f-11d2-ba4b-00a0c93ec93b", "EFI System" },
+                { "e3c9e316-0b5c-4db8-817d-f92df00215ae", "Microsoft reserved" },
+                { "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7", "Microsoft basic data" },
+                { "de94bba4-06d1-4d40-a16a-bfd50179d6ac", "Windows recovery environment" },
+                { "5808c8aa-7e8f-42e0-85d2-e1e90434cfb3", "Microsoft LDM metadata" },
+                { "af9b60a0-1431-4f62-bc68-3311714a69ad", "Microsoft LDM data" },
+                { "21686148-6449-6e6f-744e-656564454649", "BIOS boot" },
+                { "0fc63daf-8483-4772-8e79-3d69d8477de4", "Linux filesystem" },
+                { "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f", "Linux swap" },
+                { "e6d6d379-f507-44c2-a23c-238f2a3df928", "Linux LVM" },
+        };
+        static const struct {
+                uint8_t type;
+                const char *name;
+        } mbr_types[] = {
+                { 0x07, "HPFS/NTFS/exFAT" }, { 0x0b, "W95 FAT32" }, { 0x0c, "W95 FAT32 (LBA)" },
+                { 0x27, "Hidden NTFS WinRE" }, { 0x82, "Linux swap" }, { 0x83, "Linux" },
+                { 0x8e, "Linux LVM" }, { 0xef, "EFI (FAT-12/16/32)" },
+        };
+        const uint8_t *g = part->gpt_type;
+        char guid[37];
+
+        for (size_t i = 0; i < ELEMENTSOF(mbr_types); i++)
+                if (part->mbr_type != 0 && part->mbr_type == mbr_types[i].type)
+                        return mbr_types[i].name;
+        /* Windows byte order: the first three fields are little-endian. */
+        snprintf(guid, sizeof guid,
+                 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                 g[3], g[2], g[1], g[0], g[5], g[4], g[7], g[6],
+                 g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]);
+        for (size_t i = 0; i < ELEMENTSOF(gpt_types); i++)
+                if (strcmp(guid, gpt_types[i].guid) == 0)
+                        return gpt_types[i].name;
+        return NULL;
+}
+
 static int scan_add_partitions(VDisk *d, FsScan *s, const PartitionTable *t) {
         size_t n = t->kind == PARTITION_TABLE_NONE ? 1 : t->n_parts;
 
@@ -444,6 +260,7 @@ static int scan_add_partitions(VDisk *d, FsScan *s, const PartitionTable *t) {
                         .index = t->parts[i].index,
                         .offset = t->parts[i].offset,
                         .size = t->parts[i].size,
+                        .type_name = partition_type_name(&t->parts[i]),
                 };
         return 0;
 }
@@ -466,12 +283,15 @@ int fsaware_scan(VDisk *d, FsScan *ret) {
         for (size_t i = 0; i < ret->n_parts; i++) {
                 FsPartition *p = &ret->parts[i];
 
-                r = probe_partition(d, p);
+                const FsBackend *b;
+
+                r = probe_partition(d, p, &b);
                 if (r < 0)
                         return scan_fail(ret, r, "reading %s: %s", where(p).s, strerror(-r));
-                if (!fs_kind_is_ext(p->kind))
+                if (!b)
                         continue;
-                r = ext_scan(d, p, &ret->free);
+                p->supported = true;
+                r = backend_scan(b, d, p, &ret->free);
                 if (r < 0)
                         return scan_fail(ret, r, "reading the %s file system on %s: %s",
                                          kind_name(p->kind), where(p).s, strerror(-r));
@@ -502,6 +322,8 @@ const char *fs_kind_to_string(FsKind k) {
                 [FS_BTRFS] = "btrfs",
                 [FS_LUKS] = "crypto_LUKS",
                 [FS_LVM2] = "LVM2_member",
+                [FS_BITLOCKER] = "BitLocker",
+                [FS_REFS] = "ReFS",
         };
 
         if (k < 0 || k >= _FS_KIND_MAX)
@@ -515,7 +337,7 @@ bool fs_kind_is_ext(FsKind k) {
 
 const FsPartition *fsaware_first_unclean(const FsScan *s) {
         for (size_t i = 0; i < s->n_parts; i++)
-                if (fs_kind_is_ext(s->parts[i].kind) && !s->parts[i].clean)
+                if (s->parts[i].supported && !s->parts[i].clean)
                         return &s->parts[i];
         return NULL;
 }
@@ -534,11 +356,36 @@ int fsaware_summary(const FsScan *s, char **ret) {
                 fprintf(f, "%s: ", partition_table_kind_to_string(s->table));
                 if (s->n_parts == 0)
                         fputs("empty", f);
-                for (size_t i = 0; i < s->n_parts; i++)
-                        fprintf(f, "%s%s", i > 0 ? ", " : "", kind_name(s->parts[i].kind));
+                for (size_t i = 0; i < s->n_parts; i++) {
+                        const FsPartition *p = &s->parts[i];
+                        fprintf(f, "%s%s", i > 0 ? ", " : "",
+                                p->kind == FS_UNKNOWN && p->type_name ? p->type_name : kind_name(p->kind));
+                }
         }
         if (fclose(f) != 0)
                 return -ENOMEM;
         *ret = TAKE_PTR(buf);
         return 0;
+}
+
+void fsaware_describe(const FsPartition *p, char *buf, size_t size) {
+        int n = snprintf(buf, size, "%s %-3d %-8s offset 0x%" PRIx64 " size %" PRIu64,
+                         p->index > 0 ? "partition" : "whole disk", p->index, kind_name(p->kind),
+                         p->offset, p->size);
+
+        if (n < 0 || (size_t) n >= size)
+                return;
+        buf += n, size -= n;
+        if (p->type_name)
+                n = snprintf(buf, size, " (%s)", p->type_name);
+        else
+                n = 0;
+        if (n < 0 || (size_t) n >= size || !p->supported)
+                return;
+        buf += n, size -= n;
+        if (!p->clean)
+                snprintf(buf, size, ", NOT clean: %s", p->reason);
+        else
+                snprintf(buf, size, ", clean, %s %" PRIu32 ", free %" PRIu64,
+                         p->kind == FS_NTFS ? "cluster size" : "block size", p->unit_size, p->free_bytes);
 }

@@ -10,9 +10,10 @@
 #include "vdisk.h"
 
 /* The file-system-aware scan of a virtual disk: finds the partitions (or the
- * whole-disk file system), names what is in each, and for every ext2/3/4 file
- * system that is cleanly unmounted reads its block bitmaps through libext2fs
- * and reports the free blocks as virtual-disk byte ranges. Read-only. */
+ * whole-disk file system), names what is in each, hands every volume that a
+ * file-system backend (fsbackend.h: ext2/3/4, NTFS) recognises to it, and
+ * reports the free space of the clean ones as virtual-disk byte ranges.
+ * Read-only. */
 
 typedef enum FsKind {
         FS_UNKNOWN,
@@ -28,6 +29,8 @@ typedef enum FsKind {
         FS_BTRFS,
         FS_LUKS,
         FS_LVM2,
+        FS_BITLOCKER,           /* named, never read: encrypted */
+        FS_REFS,                /* named, never read */
         _FS_KIND_MAX,
 } FsKind;
 
@@ -36,12 +39,16 @@ typedef struct FsPartition {
         uint64_t offset;        /* bytes from the start of the virtual disk */
         uint64_t size;          /* bytes */
         FsKind kind;
-        /* Meaningful for ext2/3/4 only: the file system was read and is
-         * cleanly unmounted; otherwise reason says why not ("journal needs
-         * recovery", "block bitmap checksum mismatch in group 3", ...).
-         * For other kinds clean is false and reason is empty. */
+        const char *type_name;  /* the partition type as an administrator knows it
+                                 * ("EFI System", "Microsoft reserved", ...), or NULL */
+        bool supported;         /* a backend read it; the fields below are meaningful */
+        /* The file system was read and is safe to treat offline; otherwise
+         * reason says why not ("journal needs recovery", "volume dirty flag
+         * set", ...). For kinds no backend reads, clean is false and reason
+         * is empty. */
         bool clean;
         char reason[256];
+        uint32_t unit_size;     /* block or cluster size, bytes; 0 when not opened */
         uint64_t free_bytes;    /* what this file system contributed to FsScan.free */
 } FsPartition;
 
@@ -66,11 +73,17 @@ void fsaware_scan_done(FsScan *s);
 const char *fs_kind_to_string(FsKind k);
 bool fs_kind_is_ext(FsKind k);
 
-/* The first ext2/3/4 file system that is not clean, or NULL: the pass
+/* The first file system a backend read that is not clean, or NULL: the pass
  * reports it for skipped-unclean-fs. */
 const FsPartition *fsaware_first_unclean(const FsScan *s);
 
 /* The report's "filesystem" field: "ext4" for a whole-disk file system,
  * "gpt: ext4, ext4, swap" for a partitioned disk, "mbr: empty" without
- * partitions. Returns 0 or -ENOMEM; *ret is to be freed. */
+ * partitions; a partition with no file system we name is named by its type
+ * ("gpt: vfat, Microsoft reserved, ntfs, ntfs"). Returns 0 or -ENOMEM; *ret
+ * is to be freed. */
 int fsaware_summary(const FsScan *s, char **ret);
+
+/* One line for --inspect about a partition: kind, where, and for a volume a
+ * backend read its unit size and free bytes or why it is not clean. */
+void fsaware_describe(const FsPartition *p, char *buf, size_t size);

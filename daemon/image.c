@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -96,18 +97,78 @@ static int refuse(char **ret_error, const char *message) {
         return -EBADMSG;
 }
 
-int image_open(int fd, Image **ret, char **ret_error) {
+static const char *file_type_name(mode_t m) {
+        return S_ISDIR(m) ? "a directory" : S_ISBLK(m) ? "a block device" : S_ISCHR(m) ? "a character device" :
+               S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" : S_ISLNK(m) ? "a symbolic link" : "of unknown type";
+}
+
+static int refuse_not_regular(mode_t m, char **ret_error) {
+        char msg[64];
+
+        snprintf(msg, sizeof msg, "not a regular file: %s", file_type_name(m));
+        return refuse(ret_error, msg);
+}
+
+int image_check_regular(const char *path, char **ret_error) {
+        struct stat st;
+
+        if (stat(path, &st) < 0)
+                return -errno;
+        return S_ISREG(st.st_mode) ? 0 : refuse_not_regular(st.st_mode, ret_error);
+}
+
+static bool has_suffix(const char *s, const char *suffix) {
+        size_t n = strlen(s), m = strlen(suffix);
+
+        return n > m && strcasecmp(s + n - m, suffix) == 0;
+}
+
+DiskFormat image_format_from_name(const char *path) {
+        const char *name = strrchr(path, '/');
+
+        name = name ? name + 1 : path;
+        if (has_suffix(name, ".vhdx") || has_suffix(name, ".avhdx"))
+                return DISK_FORMAT_VHDX;
+        if (has_suffix(name, ".img") || has_suffix(name, ".raw"))
+                return DISK_FORMAT_RAW;
+        return DISK_FORMAT_AUTO;
+}
+
+/* A file without the VHDX signature: why it is not taken as raw, or NULL
+ * when it may be. */
+static const char *why_not_raw(Image *img, DiskFormat format, DiskFormat by_name) {
+        /* Whatever its name or configuration says: the free tier would look
+         * for file systems in its metadata. */
+        if (looks_like_damaged_vhdx(img))
+                return "file type identifier at offset 0x0: signature is not \"vhdxfile\", "
+                       "but a VHDX header and region table follow: a damaged VHDX";
+        if (format == DISK_FORMAT_VHDX || (format == DISK_FORMAT_AUTO && by_name == DISK_FORMAT_VHDX)) {
+                if (img->file_size == 0)
+                        return "empty file: a VHDX starts with its file type identifier (\"vhdxfile\" at offset 0x0)";
+                return format == DISK_FORMAT_VHDX ?
+                        "file type identifier at offset 0x0: signature is not \"vhdxfile\" (format=vhdx)" :
+                        "file type identifier at offset 0x0: signature is not \"vhdxfile\": a file named "
+                        ".vhdx or .avhdx must be a VHDX (format=raw or --format=raw if it is a raw image)";
+        }
+        if (format == DISK_FORMAT_AUTO && by_name != DISK_FORMAT_RAW)
+                return "not a VHDX (no \"vhdxfile\" signature at offset 0x0), and not named as a raw image: "
+                       "an image is raw by its name (.img, .raw) or by format=raw or --format=raw";
+        return NULL;
+}
+
+int image_open(int fd, const char *path, DiskFormat format, Image **ret, char **ret_error) {
         _cleanup_free_ Image *img = NULL;
         uint8_t head[512] = {}, tail[512] = {};
         struct stat st;
-        const char *foreign;
+        const char *foreign, *why;
+        DiskFormat by_name = image_format_from_name(path);
         size_t n_head;
         int r;
 
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode))
-                return refuse(ret_error, "not a regular file");
+                return refuse_not_regular(st.st_mode, ret_error);
 
         img = calloc(1, sizeof *img);
         if (!img)
@@ -127,6 +188,8 @@ int image_open(int fd, Image **ret, char **ret_error) {
         }
 
         if (n_head >= 8 && vhdx_has_signature(head)) {
+                if (format == DISK_FORMAT_RAW)
+                        return refuse(ret_error, "format=raw, but the file is a VHDX (signature \"vhdxfile\" at offset 0x0)");
                 img->format = IMAGE_FORMAT_VHDX;
                 r = vhdx_open(&img->source, &img->vhdx, ret_error);
                 if (r < 0)
@@ -136,9 +199,6 @@ int image_open(int fd, Image **ret, char **ret_error) {
         } else {
                 uint64_t at;
 
-                if (looks_like_damaged_vhdx(img))
-                        return refuse(ret_error, "file type identifier at offset 0x0: signature is not \"vhdxfile\", "
-                                      "but a VHDX header and region table follow: a damaged VHDX");
                 foreign = foreign_format(head, n_head, img->file_size >= sizeof tail ? tail : NULL,
                                          img->file_size, &at);
                 if (foreign) {
@@ -147,6 +207,9 @@ int image_open(int fd, Image **ret, char **ret_error) {
                                  foreign, at);
                         return refuse(ret_error, m);
                 }
+                why = why_not_raw(img, format, by_name);
+                if (why)
+                        return refuse(ret_error, why);
                 img->format = IMAGE_FORMAT_RAW;
                 img->virtual_size = img->file_size;
                 img->vdisk = (VDisk) { img->virtual_size, 512, raw_vdisk_read, NULL };

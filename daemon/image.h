@@ -3,6 +3,7 @@
 
 #include <stdint.h>
 
+#include "config.h"
 #include "extent.h"
 #include "vdisk.h"
 #include "vhdx.h"
@@ -30,9 +31,23 @@ typedef struct Image {
         void *check_userdata;
 } Image;
 
-/* Detects the format and parses it. -EBADMSG/-EOPNOTSUPP with *ret_error
- * naming the problem when the file is not an image we can handle safely. */
-int image_open(int fd, Image **ret, char **ret_error);
+/* Parses the image on fd. A file is what it claims (DESIGN.md, safety rule
+ * 7): with format auto, the VHDX signature makes a VHDX, a name ending in
+ * .vhdx or .avhdx demands one, and raw needs a raw name (.img, .raw); with
+ * vhdx or raw the configuration says which. path is used for its name only.
+ * -EBADMSG/-EOPNOTSUPP with *ret_error naming the problem when the file is
+ * not an image we can handle safely. */
+int image_open(int fd, const char *path, DiskFormat format, Image **ret, char **ret_error);
+
+/* Refuses (-EBADMSG, *ret_error "not a regular file: a directory") what is
+ * not a regular file, from stat() alone: nothing is opened, so a FIFO cannot
+ * block and a device is not touched. 0 for a regular file; -errno when
+ * stat() fails. */
+int image_check_regular(const char *path, char **ret_error);
+
+/* What the file's name claims: VHDX for .vhdx/.avhdx, RAW for .img/.raw
+ * (any case), AUTO for anything else. */
+DiskFormat image_format_from_name(const char *path);
 Image *image_free(Image *img);
 
 /* See vhdx_file_ranges(); a raw image is one data range. */

@@ -31,8 +31,8 @@ typedef struct Args {
 static void help(void) {
         printf("Usage:\n"
                "  vhdreclaimd [-c FILE] [--socket PATH] [--state-dir DIR]\n"
-               "  vhdreclaimd --once [--dry-run] [--discard=safe|free] [--force] [--min-hole=SIZE] [--json] IMAGE...\n"
-               "  vhdreclaimd --inspect IMAGE\n"
+               "  vhdreclaimd --once [--dry-run] [--discard=safe|free] [--force] [--min-hole=SIZE] [--format=FORMAT] [--compact] [--json] IMAGE...\n"
+               "  vhdreclaimd --inspect [--format=FORMAT] IMAGE\n"
                "  vhdreclaimd --check-config [-c FILE]   (also -n)\n"
                "\n"
                "Gives the space of dead, zero and free ranges of virtual disk images back to the host.\n"
@@ -46,6 +46,9 @@ static void help(void) {
                "      --force            with --once: also reclaim fixed disks (LeaveBlockAllocated)\n"
                "      --min-hole=SIZE    with --once: smallest range worth punching (default 64K)\n"
                "      --json             with --once: one JSON object per image\n"
+               "      --format=FORMAT    with --once and --inspect: auto (default: a VHDX by its signature,\n"
+               "                         raw only when named .img or .raw), vhdx, or raw\n"
+               "      --compact          with --once: also shrink the VHDX file in place (moves blocks)\n"
                "      --inspect          print an image's layout and exit\n"
                "  -n, --check-config     check the configuration, print it normalised, and exit\n"
                "      --version          print the version\n"
@@ -78,7 +81,7 @@ static int parse_size_arg(const char *s, uint64_t *ret) {
 
 static int parse_args(int argc, char **argv, Args *a) {
         enum { ARG_SOCKET = 0x100, ARG_STATE_DIR, ARG_ONCE, ARG_DRY_RUN, ARG_DISCARD, ARG_FORCE,
-               ARG_MIN_HOLE, ARG_JSON, ARG_INSPECT, ARG_VERSION };
+               ARG_MIN_HOLE, ARG_JSON, ARG_INSPECT, ARG_VERSION, ARG_COMPACT, ARG_FORMAT };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "config", required_argument, NULL, 'c' },
@@ -90,7 +93,9 @@ static int parse_args(int argc, char **argv, Args *a) {
                 { "force", no_argument, NULL, ARG_FORCE },
                 { "min-hole", required_argument, NULL, ARG_MIN_HOLE },
                 { "json", no_argument, NULL, ARG_JSON },
+                { "compact", no_argument, NULL, ARG_COMPACT },
                 { "inspect", no_argument, NULL, ARG_INSPECT },
+                { "format", required_argument, NULL, ARG_FORMAT },
                 { "check-config", no_argument, NULL, 'n' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 {}
@@ -132,11 +137,20 @@ static int parse_args(int argc, char **argv, Args *a) {
                 case ARG_JSON:
                         a->once.json = true;
                         break;
+                case ARG_COMPACT:
+                        a->once.pass.compact = true;
+                        break;
                 case ARG_DISCARD:
                         d = discard_mode_from_string(optarg);
                         if (d != DISCARD_SAFE && d != DISCARD_FREE)
                                 return log_error_errno(EINVAL, "--discard takes safe or free, not \"%s\"", optarg);
                         a->once.pass.discard = (DiscardMode) d;
+                        break;
+                case ARG_FORMAT:
+                        d = disk_format_from_string(optarg);
+                        if (d < 0)
+                                return log_error_errno(EINVAL, "--format takes auto, vhdx or raw, not \"%s\"", optarg);
+                        a->once.pass.format = (DiskFormat) d;
                         break;
                 case ARG_MIN_HOLE:
                         if (parse_size_arg(optarg, &a->once.pass.min_hole) < 0 || a->once.pass.min_hole == 0)
@@ -170,7 +184,7 @@ int main(int argc, char **argv) {
         case MODE_ONCE:
                 return once_run(&a.once, argv + optind, argc - optind);
         case MODE_INSPECT:
-                return once_inspect(argv[optind]);
+                return once_inspect(argv[optind], a.once.pass.format);
         case MODE_CHECK_CONFIG:
                 return config_check_command(a.config_file, stdout, stderr);
         case MODE_DAEMON:

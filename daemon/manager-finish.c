@@ -35,8 +35,11 @@ static void log_pass_end(const Disk *d, const PassReport *rep) {
         snprintf(result, sizeof result, "VHDRECLAIM_RESULT=%s", pass_result_to_string(rep->result));
         snprintf(reclaimed, sizeof reclaimed, "VHDRECLAIM_RECLAIMED_BYTES=%" PRIu64, rep->reclaimed);
         snprintf(path, sizeof path, "VHDRECLAIM_PATH=%s", d->path);
-        snprintf(msg, sizeof msg, "%s: %s%s, reclaimed %" PRIu64 " bytes%s%s", d->name,
-                 pass_result_to_string(rep->result), rep->dry_run ? " (dry run)" : "", rep->reclaimed,
+        /* A dry run measures nothing: say what it would punch. */
+        snprintf(msg, sizeof msg, "%s: %s%s, %s %" PRIu64 " bytes%s%s", d->name,
+                 pass_result_to_string(rep->result), rep->dry_run ? " (dry run)" : "",
+                 rep->dry_run ? "would reclaim" : "reclaimed",
+                 rep->dry_run ? rep->stale_bytes + rep->zero_bytes + rep->free_bytes : rep->reclaimed,
                  rep->message && *rep->message ? ": " : "", rep->message ? rep->message : "");
         log_fields(pass_result_is_failure(rep->result) ? LOG_WARNING : LOG_INFO, msg, fields);
 }

@@ -122,6 +122,7 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
                 j->unchanged_since = d->record.fingerprint;
         j->options = (PassOptions) {
                 .discard = discard,
+                .format = d->settings.format,
                 .dry_run = dry_run,
                 .min_hole = d->settings.min_hole,
                 /* Asked for by a person: any win is worth it. */

@@ -24,6 +24,7 @@ struct Probe {
         Manager *manager;
         Disk *disk;             /* NULL once the disk was dropped */
         char *path;
+        DiskFormat configured;  /* the disk's format= setting */
         bool running;
         pthread_t thread;
         atomic_bool finished;
@@ -66,7 +67,7 @@ static void *probe_thread(void *userdata) {
                 p->open_error = -errno;
         else {
                 p->real_path = realpath(p->path, NULL);
-                r = image_open(fd, &img, &p->message);
+                r = image_open(fd, p->path, p->configured, &img, &p->message);
                 p->error = r;
                 if (r >= 0) {
                         p->format = img->format;
@@ -151,6 +152,8 @@ void disk_probe(Disk *d) {
         if (d->probe)
                 return;
         p = calloc(1, sizeof *p);
+        if (p)
+                p->configured = d->settings.format;
         if (!p || !(p->path = strdup(d->path))) {
                 free(p);
                 log_error("%s: out of memory reading its format", d->path);

@@ -141,6 +141,7 @@ static void log_messages(const ConfigMessages *msgs) {
 int manager_reload(Manager *m, char **errors) {
         ConfigMessages msgs = {};
         Config *c = NULL;
+        bool group_changed;
         int r;
 
         notify_reloading();
@@ -149,10 +150,10 @@ int manager_reload(Manager *m, char **errors) {
         log_messages(&msgs);
         if (r < 0) {
                 if (errors) {
-                        if (msgs.n_items == 0)
-                                (void) asprintf(errors, "%s: %s", m->config_path, strerror(-r));
-                        else
+                        if (msgs.n_items > 0)
                                 (void) messages_to_string(&msgs, errors);
+                        else if (asprintf(errors, "%s: %s", m->config_path, strerror(-r)) < 0)
+                                *errors = NULL;  /* asprintf() leaves it undefined */
                 }
                 config_messages_done(&msgs);
                 log_error("the configuration stays as it was");
@@ -163,9 +164,12 @@ int manager_reload(Manager *m, char **errors) {
 
         if (strcmp(c->socket_path, m->config->socket_path) != 0 || strcmp(c->state_dir, m->config->state_dir) != 0)
                 log_notice("[daemon] socket and stateDir take effect at the next start");
+        group_changed = strcmp(c->admin_group, m->config->admin_group) != 0;
         config_free(m->config);
         m->config = c;
         resolve_admin_group(m);
+        if (group_changed)
+                control_socket_apply_group(m);
         apply_disks(m);
         (void) watch_sync(m);
         schedule_all(m);

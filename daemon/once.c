@@ -87,19 +87,15 @@ static void print_file_systems(Image *img, int fd) {
                 printf("guest file systems  cannot be read: %s\n", scan.error[0] ? scan.error : strerror(-r));
                 return;
         }
-        printf("guest file systems  %s%s\n", partition_table_kind_to_string(scan.table),
+        /* Table "none" with a file system on the whole disk is not "no file system". */
+        printf("guest file systems  %s%s\n",
+               scan.table != PARTITION_TABLE_NONE ? partition_table_kind_to_string(scan.table) :
+               scan.n_parts > 0 ? "no partition table" : "none found",
                scan.gpt_backup_used ? " (primary GPT damaged, backup used)" : "");
         for (size_t i = 0; i < scan.n_parts; i++) {
-                const FsPartition *p = &scan.parts[i];
-                printf("  %s %-3d %-8s offset 0x%" PRIx64 " size %" PRIu64 "%s%s%s",
-                       p->index > 0 ? "partition" : "whole disk", p->index, fs_kind_to_string(p->kind),
-                       p->offset, p->size,
-                       fs_kind_is_ext(p->kind) ? (p->clean ? ", clean" : ", NOT clean: ") : "",
-                       fs_kind_is_ext(p->kind) && !p->clean ? p->reason : "",
-                       fs_kind_is_ext(p->kind) && p->clean ? ", free " : "");
-                if (fs_kind_is_ext(p->kind) && p->clean)
-                        printf("%" PRIu64, p->free_bytes);
-                printf("\n");
+                char line[512];
+                fsaware_describe(&scan.parts[i], line, sizeof line);
+                printf("  %s\n", line);
         }
         if (fsaware_first_unclean(&scan))
                 printf("free tier           skipped: a file system is not clean\n");
@@ -109,16 +105,20 @@ static void print_file_systems(Image *img, int fd) {
         fsaware_scan_done(&scan);
 }
 
-int once_inspect(const char *path) {
+int once_inspect(const char *path, DiskFormat format) {
         _cleanup_close_ int fd = -1;
         _cleanup_free_ char *error = NULL;
         Image *img = NULL;
         int r;
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        /* Before open(): a FIFO would block it, and --once says the same. */
+        r = image_check_regular(path, &error);
+        if (r == -EBADMSG)
+                return log_error("%s: %s", path, error), 1;
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
                 return log_error_errno(errno, "%s: cannot open: %m", path), 1;
-        r = image_open(fd, &img, &error);
+        r = image_open(fd, path, format, &img, &error);
         if (r < 0) {
                 log_error_errno(r, "%s: %s", path, error ? error : strerror(-r));
                 return 1;

@@ -16,4 +16,4 @@ typedef struct OnceOptions {
  * status of DESIGN.md (0, or 1 when any image was refused or failed). */
 int once_run(const OnceOptions *o, char **images, int n_images);
 /* Prints the layout of an image; exit status 0, or 1 when it cannot be read. */
-int once_inspect(const char *path);
+int once_inspect(const char *path, DiskFormat format);

@@ -89,10 +89,11 @@ static int table_check_layout(PartitionTable *t, const Disk *disk) {
         return 0;
 }
 
-/* A FAT, exFAT or NTFS volume boot record also ends in 55 AA; it is a file
+/* A FAT, exFAT, NTFS, BitLocker or ReFS volume boot record also ends in 55 AA; it is a file
  * system on the whole disk, not an MBR. */
 static bool sector_is_volume_boot_record(const uint8_t *s) {
-        if (memcmp(s + 3, "NTFS    ", 8) == 0 || memcmp(s + 3, "EXFAT   ", 8) == 0)
+        if (memcmp(s + 3, "NTFS    ", 8) == 0 || memcmp(s + 3, "EXFAT   ", 8) == 0 ||
+            memcmp(s + 3, "-FVE-FS-", 8) == 0 || memcmp(s + 3, "ReFS\0\0\0\0", 8) == 0)
                 return true;
         if (s[0] != 0xEB && s[0] != 0xE9)
                 return false;

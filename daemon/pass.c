@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "compact.h"
 #include "guard.h"
 #include "log.h"
 #include "macro.h"
@@ -337,6 +338,50 @@ static int run_tiers(PassState *s, const ExtentList *structures, const ExtentLis
         return 0;
 }
 
+/* After the tiers: blocks that now read as zeros leave the BAT, live blocks
+ * move down and the file is cut (compact.h). A stop leaves a valid image. */
+static int pass_compact(PassState *s, Image *img, const FreeTier *free_tier) {
+        PassReport *rep = s->rep;
+        CompactControl c = {
+                .dry_run = s->o->dry_run,
+                .check = pass_check,
+                .userdata = s,
+                .known_zero = s->o->dry_run ? &free_tier->file_ranges : NULL,
+        };
+        CompactResult res;
+        const char *why = NULL;
+        int r;
+
+        rep->compact = true;
+        rep->file_size_after = rep->file_size;
+        if (img->format != IMAGE_FORMAT_VHDX)
+                return 0;       /* a raw image has no blocks to move; the tiers did it all */
+        if (free_tier->skipped_differencing && !img->vhdx->has_parent) {
+                /* A child reads through this file's blocks: leave them where they are. */
+                rep->compact = false;
+                return 0;
+        }
+        r = compact_vhdx(img->vhdx, s->fd, &c, &res, &why);
+        rep->file_size_after = res.file_size_after;
+        rep->compacted = res.file_size_before - res.file_size_after;
+        rep->blocks_moved = res.blocks_moved;
+        if (r == -EOPNOTSUPP) {
+                rep->compact = false;
+                pass_report_set(rep, img->vhdx->has_parent ? PASS_SKIPPED_DIFFERENCING : PASS_SKIPPED_FIXED,
+                                "not compacted: %s", why);
+                return r;
+        }
+        if (r < 0) {
+                if (r == -EINTR || r == -ECANCELED || r == -ETIME)
+                        report_stop(s, r, "compaction", 0, s->o->resume_offset);
+                else
+                        pass_report_set(rep, PASS_ERROR, "compaction stopped at BAT entry %" PRIu64 ": %s; the image is valid",
+                                        res.stop_block, strerror(-r));
+                return r;
+        }
+        return res.blocks_zeroed + res.blocks_moved > 0 || rep->compacted > 0;
+}
+
 static void pass_on_image(PassState *s, Image *img) {
         PassReport *rep = s->rep;
         ExtentList structures = {}, data = {}, stale = {};
@@ -364,7 +409,15 @@ static void pass_on_image(PassState *s, Image *img) {
         if (r < 0)
                 goto finish;    /* run_tiers() reported the stop */
 
-        if (rep->stale_bytes + rep->zero_bytes + rep->free_bytes > 0)
+        bool compacted = false;
+        if (s->o->compact) {
+                r = pass_compact(s, img, &free_tier);
+                if (r < 0)
+                        goto finish;    /* pass_compact() reported it */
+                compacted = r > 0;
+        }
+
+        if (rep->stale_bytes + rep->zero_bytes + rep->free_bytes > 0 || compacted)
                 pass_report_set(rep, PASS_SUCCESS, "%s", free_tier.note ? free_tier.note : "");
         else if (free_tier.skipped_differencing)
                 pass_report_set(rep, PASS_SKIPPED_DIFFERENCING, "%s", free_tier.note);
@@ -387,7 +440,7 @@ static void report_sizes_from_path(PassReport *rep, const char *path) {
 }
 
 static uint64_t options_settings(const PassOptions *o, uint64_t held_by) {
-        return fingerprint_settings(o->discard, o->min_hole, held_by, o->force_fixed);
+        return fingerprint_settings(o->discard, o->min_hole, held_by, o->force_fixed, o->compact);
 }
 
 /* The shortcut: the image is as our last complete pass left it, so a full
@@ -430,6 +483,19 @@ static bool pass_judged_all(const PassState *s) {
                 rep->result == PASS_SKIPPED_THRESHOLD);
 }
 
+/* An image that was not parsed (skipped or refused) still has a format by
+ * its configuration or its name, and a raw one's virtual size is its size. */
+static void report_what_is_known(PassReport *rep, const char *path, DiskFormat format) {
+        DiskFormat f = format != DISK_FORMAT_AUTO ? format : image_format_from_name(path);
+
+        if (rep->format_known || f == DISK_FORMAT_AUTO)
+                return;
+        rep->format = f == DISK_FORMAT_VHDX ? IMAGE_FORMAT_VHDX : IMAGE_FORMAT_RAW;
+        rep->format_known = true;
+        if (rep->format == IMAGE_FORMAT_RAW)
+                rep->virtual_size = rep->file_size;
+}
+
 static void pass_open_and_run(PassState *s, const char *path) {
         const PassOptions *o = s->o;
         PassReport *rep = s->rep;
@@ -438,10 +504,19 @@ static void pass_open_and_run(PassState *s, const char *path) {
         Image *img = NULL;
         int r;
 
+        /* Before any open: a directory, device or FIFO is refused as
+         * --inspect refuses it, not as a lease that cannot be taken. */
+        r = image_check_regular(path, &error);
+        if (r == -EBADMSG) {
+                pass_report_set(rep, PASS_REFUSED_INVALID, "%s", error);
+                return;
+        }
+
         r = guard_open_leased(path, !o->dry_run, &fd);
         if (r == -EBUSY) {
                 pass_report_set(rep, PASS_SKIPPED_IN_USE, "another process has the image open");
                 report_sizes_from_path(rep, path);
+                report_what_is_known(rep, path, o->format);
                 return;
         }
         if (r == -ESTALE) {
@@ -463,12 +538,14 @@ static void pass_open_and_run(PassState *s, const char *path) {
                 return;
         }
         if (r >= 0)
-                r = image_open(fd, &img, &error);
+                r = image_open(fd, path, o->format, &img, &error);
         if (r < 0) {
                 if (r == -EBADMSG || r == -EOPNOTSUPP)
                         pass_report_set(rep, PASS_REFUSED_INVALID, "%s", error ? error : strerror(-r));
                 else
                         pass_report_set(rep, PASS_ERROR, "reading the image: %s", error ? error : strerror(-r));
+                report_sizes_from_path(rep, path);
+                report_what_is_known(rep, path, o->format);
         } else {
                 rep->format = img->format;
                 rep->format_known = true;

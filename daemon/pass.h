@@ -30,8 +30,10 @@ typedef enum PassResult {
 
 typedef struct PassOptions {
         DiscardMode discard;            /* safe: stale + zero; free: also guest free space */
+        DiskFormat format;              /* what the configuration says the image is (image_open()) */
         bool dry_run;
         bool force_fixed;               /* act on LeaveBlockAllocated disks */
+        bool compact;                   /* then shrink the VHDX file (compact.h) */
         uint64_t min_hole;              /* bytes */
         uint64_t min_reclaim;           /* bytes; 0 = no threshold */
         uint64_t io_limit;              /* bytes/s; 0 = unlimited */
@@ -77,6 +79,10 @@ typedef struct PassReport {
         bool have_fingerprint;
         Fingerprint fingerprint;
         bool unchanged;                 /* ended early: unchanged_since matched */
+        bool compact;                   /* compaction was asked for */
+        uint64_t file_size_after;       /* apparent size after compaction */
+        uint64_t compacted;             /* bytes the apparent size shrank (or would) */
+        uint64_t blocks_moved;
 } PassReport;
 
 /* Always fills *report (result and message say what happened); returns 0, or

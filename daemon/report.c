@@ -1,12 +1,40 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <inttypes.h>
+#include <string.h>
 
 #include "json.h"
 #include "report.h"
 
+/* What a dry run would punch; a real pass reports what it did in reclaimed. */
+static uint64_t would_reclaim(const PassReport *r) {
+        return r->dry_run ? r->stale_bytes + r->zero_bytes + r->free_bytes : 0;
+}
+
+/* RFC 4648 base64 with padding: file names are bytes, JSON strings are
+ * Unicode, and a name that is not UTF-8 must still map back to its file. */
+static void write_base64(FILE *f, const char *s) {
+        static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        const unsigned char *p = (const unsigned char *) s;
+        size_t n = strlen(s);
+
+        fputc('"', f);
+        for (size_t i = 0; i < n; i += 3) {
+                uint32_t v = (uint32_t) p[i] << 16 | (i + 1 < n ? (uint32_t) p[i + 1] << 8 : 0) |
+                             (i + 2 < n ? p[i + 2] : 0);
+
+                fputc(alphabet[v >> 18 & 63], f);
+                fputc(alphabet[v >> 12 & 63], f);
+                fputc(i + 1 < n ? alphabet[v >> 6 & 63] : '=', f);
+                fputc(i + 2 < n ? alphabet[v & 63] : '=', f);
+        }
+        fputc('"', f);
+}
+
 void report_write_json(const PassReport *r, FILE *f) {
         fputs("{\"path\":", f);
         json_write_string(f, r->path);
+        fputs(",\"path_bytes\":", f);
+        write_base64(f, r->path);
         fputs(",\"format\":", f);
         if (r->format_known)
                 json_write_string(f, image_format_to_string(r->format));
@@ -24,8 +52,13 @@ void report_write_json(const PassReport *r, FILE *f) {
         json_write_string(f, pass_result_to_string(r->result));
         fputs(",\"message\":", f);
         json_write_string(f, r->message);
-        fprintf(f, ",\"duration_ms\":%" PRIu64 ",\"dry_run\":%s,\"resume_offset\":%" PRIu64 "}\n",
-                r->duration_ms, r->dry_run ? "true" : "false", r->resume_offset);
+        fprintf(f, ",\"duration_ms\":%" PRIu64 ",\"dry_run\":%s,\"would_reclaim\":%" PRIu64
+                   ",\"resume_offset\":%" PRIu64,
+                r->duration_ms, r->dry_run ? "true" : "false", would_reclaim(r), r->resume_offset);
+        if (r->compact)
+                fprintf(f, ",\"file_size_after\":%" PRIu64 ",\"compacted\":%" PRIu64 ",\"blocks_moved\":%" PRIu64,
+                        r->file_size_after, r->compacted, r->blocks_moved);
+        fputs("}\n", f);
 }
 
 static void format_bytes(uint64_t n, char *buf, size_t size) {
@@ -46,13 +79,21 @@ static void format_bytes(uint64_t n, char *buf, size_t size) {
 void report_write_text(const PassReport *r, FILE *f) {
         char rec[32], st[32], ze[32], fr[32];
 
-        format_bytes(r->reclaimed, rec, sizeof rec);
+        format_bytes(r->dry_run ? would_reclaim(r) : r->reclaimed, rec, sizeof rec);
         format_bytes(r->stale_bytes, st, sizeof st);
         format_bytes(r->zero_bytes, ze, sizeof ze);
         format_bytes(r->free_bytes, fr, sizeof fr);
         fprintf(f, "%s: %s%s: %s %s (stale %s, zero %s, free %s) in %" PRIu64 " ms%s%s\n",
                 r->path, pass_result_to_string(r->result), r->dry_run ? " (dry run)" : "",
                 r->dry_run ? "would punch" : "reclaimed",
-                r->dry_run ? "" : rec, st, ze, fr, r->duration_ms,
+                rec, st, ze, fr, r->duration_ms,
                 r->message && *r->message ? ": " : "", r->message ? r->message : "");
+        if (r->compact) {
+                char before[32], after[32];
+
+                format_bytes(r->file_size, before, sizeof before);
+                format_bytes(r->file_size_after, after, sizeof after);
+                fprintf(f, "%s: compaction %s file size %s -> %s, %" PRIu64 " blocks moved\n", r->path,
+                        r->dry_run ? "would take the" : "took the", before, after, r->blocks_moved);
+        }
 }

@@ -542,6 +542,8 @@ static int history_member(const char *key, JsonValue *v, void *userdata) {
                 history_set_number(e, key, v->number);
         else if (v->type == JSON_STRING && (slot = history_string_slot(e, key)) && !*slot)
                 *slot = TAKE_PTR(v->string);
+        else if (v->type == JSON_TRUE && streq(key, "dry_run"))
+                e->dry_run = true;
         return 0;
 }
 

@@ -81,6 +81,7 @@ typedef struct HistoryEntry {
         uint64_t zero_bytes;
         uint64_t free_bytes;
         char *discard;
+        bool dry_run;                   /* the byte counts are what it would have punched */
 } HistoryEntry;
 
 void history_entry_done(HistoryEntry *e);

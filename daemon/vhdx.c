@@ -893,18 +893,19 @@ static int write_header(int fd, VhdxHeader *h, unsigned index, uint64_t sequence
         return 0;
 }
 
-int vhdx_renew_write_guids(Vhdx *v, int fd) {
+/* The current header stays intact until the new one is durable, so a crash in
+ * between leaves the old header current and valid. */
+static int renew_guids(Vhdx *v, int fd, bool data_too) {
         VhdxHeader *cur = &v->headers[v->current];
         unsigned other = 1 - v->current;
         uint64_t seq = cur->sequence;
-        Guid fw, dw;
+        Guid fw, dw = cur->data_write_guid;
         int r;
 
         guid_generate(&fw);
-        guid_generate(&dw);
+        if (data_too)
+                guid_generate(&dw);
 
-        /* The current header stays intact until the new one is durable, so a
-         * crash in between leaves the old header current and valid. */
         v->headers[other] = *cur;
         r = write_header(fd, &v->headers[other], other, seq + 1, &fw, &dw);
         if (r < 0)
@@ -916,6 +917,58 @@ int vhdx_renew_write_guids(Vhdx *v, int fd) {
         v->current = 1 - other;
         v->headers_identical = false;
         return 0;
+}
+
+int vhdx_renew_write_guids(Vhdx *v, int fd) {
+        return renew_guids(v, fd, true);
+}
+
+int vhdx_renew_file_write_guid(Vhdx *v, int fd) {
+        return renew_guids(v, fd, false);
+}
+
+static size_t present_position(const Vhdx *v, uint64_t index) {
+        size_t lo = 0, hi = v->n_present;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (v->present[mid].index < index)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return lo;
+}
+
+int vhdx_write_bat_entry(Vhdx *v, int fd, uint64_t index, uint64_t entry) {
+        size_t k = present_position(v, index);
+        uint8_t raw[8];
+        ssize_t n;
+
+        /* Only kept (present) entries can be rewritten: the state of any
+         * other was counted but not kept. */
+        if (k >= v->n_present || v->present[k].index != index || bat_index_is_bitmap(v, index))
+                return -EINVAL;
+        put_le64(raw, entry);
+        n = pwrite(fd, raw, sizeof raw, (off_t) (v->bat_offset + 8 * index));
+        if (n < 0)
+                return -errno;
+        if (n != sizeof raw)
+                return -EIO;
+        v->payload_state_count[v->present[k].entry & 7]--;
+        v->payload_state_count[entry & 7]++;
+        if ((entry & 7) >= 6)
+                v->present[k].entry = entry;
+        else {
+                memmove(v->present + k, v->present + k + 1, (v->n_present - k - 1) * sizeof *v->present);
+                v->n_present--;
+        }
+        return 0;
+}
+
+bool vhdx_bat_index_is_bitmap(const Vhdx *v, uint64_t index) {
+        return bat_index_is_bitmap(v, index);
 }
 
 const char *vhdx_payload_state_to_string(unsigned state) {

@@ -160,6 +160,13 @@ int vhdx_read_virtual(const Vhdx *v, const VhdxSource *src, void *buf, size_t le
  * header update: the non-current header is written with sequence + 1 and
  * flushed, then the other with sequence + 2 and flushed. */
 int vhdx_renew_write_guids(Vhdx *v, int fd);
+/* The same update renewing FileWriteGuid only: for changes to the file that
+ * leave every guest-visible byte as it was (compaction). */
+int vhdx_renew_file_write_guid(Vhdx *v, int fd);
+/* Rewrites one present payload entry in place (not flushed) and keeps the
+ * kept entries and the state counts in step; -EINVAL for any other entry. */
+int vhdx_write_bat_entry(Vhdx *v, int fd, uint64_t index, uint64_t entry);
+bool vhdx_bat_index_is_bitmap(const Vhdx *v, uint64_t index);
 
 void vhdx_print_inspect(const Vhdx *v, FILE *f);
 const char *vhdx_payload_state_to_string(unsigned state);

@@ -38,10 +38,11 @@
  *        one per line, and the old configuration stays.
  *  R ListJobs() -> a(tsssttd)  id, kind ("reclaim"|"trim"|"set-sparse"), target, state
  *        ("queued"|"running"), done, total, rate (bytes/s)
- *  R History(s name, u limit) -> a(sstssttttts)
+ *  R History(s name, u limit) -> a(sstsstttttsb)
  *        name "" = all; newest last: name, path, start (realtime usec),
  *        result, message, duration_usec, reclaimed, stale_bytes, zero_bytes,
- *        free_bytes, discard
+ *        free_bytes, discard, dry_run (the byte counts are what the pass
+ *        would have punched; reclaimed is 0)
  *  R GetTrimStatus() -> a(sttts)  mount, last (realtime usec), trimmed_last,
  *        trimmed_total, last_result
  *
@@ -50,7 +51,11 @@
  *
  * Signals:
  *  JobProgress(t job_id, s target, t done, t total, d rate)   at most 4 per second per job
- *  JobFinished(t job_id, s kind, s target, s result, s message, t reclaimed)
+ *  JobFinished(t job_id, s kind, s target, s result, s message, t reclaimed, b dry_run, t punched)
+ *        reclaimed: measured from st_blocks (0 for a dry run); dry_run: the
+ *        pass changed nothing (asked for, or the disk is watch-only);
+ *        punched: stale + zero + free bytes punched, or that would be
+ *        punched by a dry run
  *
  * busctl --address=unix:path=SOCKET sends org.freedesktop.DBus.Hello first;
  * the daemon answers it with a unique name as a bus would.

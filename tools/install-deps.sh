@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   # build
   meson ninja-build pkg-config gcc clang
-  libsystemd-dev libinih-dev uuid-dev libcmocka-dev libext2fs-dev comerr-dev zlib1g-dev
+  libsystemd-dev libinih-dev uuid-dev libcmocka-dev libext2fs-dev comerr-dev zlib1g-dev ntfs-3g-dev
   # sanitizer and fuzzer runtimes
   libclang-rt-14-dev
   # real peers used by tests, demo and benchmarks
@@ -16,6 +16,8 @@ packages=(
   systemd systemd-container dbus debootstrap
   # nspawn harness cache (tests/nspawn) and man page rendering (test_units)
   zstd man-db
+  # the Debian package (tools/build-deb.sh, test_nspawn_deb) and piuparts
+  dpkg-dev debhelper lintian fakeroot
 )
 
 missing=()

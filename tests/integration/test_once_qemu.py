@@ -218,7 +218,9 @@ def same_guest_content(name, image, before, fmt):
 
 
 def one_pass_check(name, base, fmt, plan, min_hole, work):
-    image, before = os.path.join(work, "image"), os.path.join(work, "before")
+    # A raw image is raw by its name (.raw), never by falling through.
+    image = os.path.join(work, "image.raw" if fmt == "raw" else "image.vhdx")
+    before = os.path.join(work, "before")
     oncetest.clone_sparse(base, image)
     oncetest.clone_sparse(base, before)
     disk_fmt = "raw" if fmt == "raw" else "vhdx"

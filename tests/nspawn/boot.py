@@ -13,6 +13,10 @@ failed checks, which becomes nspawn's exit status and the return value of
 boot(). Usable as a module (tests/integration/test_nspawn.py) or by hand:
 
     tests/nspawn/boot.py --build-root build [--checks "boot timer_listed"] [--keep]
+
+With --deb PACKAGE (repeatable, oldest version first) nothing is installed
+into the tree beforehand: the checks (DEB_CHECKS) install, upgrade, remove
+and purge the packages with apt inside the booted container.
 """
 
 import argparse
@@ -47,6 +51,21 @@ DAEMON_CHECKS = [
     "clean_stop",
 ]
 ALL_CHECKS = UNIT_CHECKS + DAEMON_CHECKS
+# The package's life under systemd, in this order (each builds on the
+# previous): needs two packages of the same tree, the second of a higher
+# version (test_nspawn_deb.py builds them).
+DEB_CHECKS = [
+    "deb_install",
+    "deb_units_started",
+    "deb_status_activates",
+    "deb_unconfigured_touches_nothing",
+    "deb_configure_and_reclaim",
+    "deb_upgrade",
+    "deb_remove",
+    "deb_purge",
+]
+# Where the package puts the binaries and the configuration.
+DEB_DIRS = {"BINDIR": "/usr/bin", "SBINDIR": "/usr/sbin", "VHDRECLAIM_CONF": "/etc/vhdreclaim.conf"}
 
 HARNESS_UNIT = """\
 [Unit]
@@ -166,12 +185,49 @@ def check_libraries(root, binaries):
 
 
 def message_ids():
-    """The daemon's fixed journal MESSAGE_IDs, by name, from its source."""
-    with open(os.path.join(HERE, "..", "..", "daemon", "manager.c")) as f:
-        ids = dict(re.findall(r'#define (PASS_END|TRIM_END)_MESSAGE_ID "([0-9a-f]{32})"', f.read()))
+    """The daemon's fixed journal MESSAGE_IDs, by name, from its source
+    (whichever file of daemon/ defines them)."""
+    daemon = os.path.join(HERE, "..", "..", "daemon")
+    ids = {}
+    for name in sorted(os.listdir(daemon)):
+        if name.endswith((".c", ".h")):
+            with open(os.path.join(daemon, name)) as f:
+                ids.update(re.findall(r'#define (PASS_END|TRIM_END)_MESSAGE_ID "([0-9a-f]{32})"', f.read()))
     if sorted(ids) != ["PASS_END", "TRIM_END"]:
-        raise RuntimeError(f"daemon/manager.c: cannot find both MESSAGE_IDs, found {ids}")
+        raise RuntimeError(f"daemon/: cannot find both MESSAGE_IDs, found {ids}")
     return ids
+
+
+def write_env(results, dirs, checks):
+    shutil.copy(os.path.join(HERE, "inside.sh"), os.path.join(results, "inside.sh"))
+    with open(os.path.join(results, "env"), "w") as f:
+        for key, value in dirs.items():
+            f.write(f"{key}='{value}'\n")
+        f.write(f"CHECKS='{' '.join(checks)}'\n")
+        f.write(f"TRIM_MOUNT='{TRIM_MOUNT}'\n")
+        for name, value in message_ids().items():
+            f.write(f"{name}_ID='{value}'\n")
+
+
+def install_harness(root, timeout):
+    with open(os.path.join(root, "etc/systemd/system/vhdreclaim-harness.service"), "w") as f:
+        f.write(HARNESS_UNIT.format(timeout=timeout))
+    subprocess.run(["systemctl", "--root", root, "--quiet", "enable", "vhdreclaim-harness.service"],
+                   check=True)
+
+
+def prepare_debs(root, results, debs, checks, timeout):
+    """The package route: nothing of ours in the tree; the checks install the
+    packages (copied to /harness/debs, oldest version first) with apt inside
+    the booted container, so that their maintainer scripts run under the
+    real systemd."""
+    os.makedirs(os.path.join(results, "debs"))
+    with open(os.path.join(results, "debs", "order"), "w") as f:
+        for deb in debs:
+            shutil.copy(deb, os.path.join(results, "debs"))
+            f.write(os.path.basename(deb) + "\n")
+    install_harness(root, timeout)
+    write_env(results, DEB_DIRS, checks)
 
 
 def prepare(root, results, build_root, checks, timeout):
@@ -184,28 +240,20 @@ def prepare(root, results, build_root, checks, timeout):
             os.makedirs(dropin, exist_ok=True)
             with open(os.path.join(dropin, "50-sanitizer.conf"), "w") as f:
                 f.write(SANITIZER_DROPIN)
-    with open(os.path.join(root, "etc/systemd/system/vhdreclaim-harness.service"), "w") as f:
-        f.write(HARNESS_UNIT.format(timeout=timeout))
+    install_harness(root, timeout)
     # What an administrator does: enable the socket and the timer (not the
     # service: the first client call must start it).
     subprocess.run(["systemctl", "--root", root, "--quiet", "enable",
-                    "vhdreclaim-harness.service", "vhdreclaimd.socket", "vhdreclaim.timer"],
-                   check=True)
-    shutil.copy(os.path.join(HERE, "inside.sh"), os.path.join(results, "inside.sh"))
-    with open(os.path.join(results, "env"), "w") as f:
-        for key, value in dirs.items():
-            f.write(f"{key}='{value}'\n")
-        f.write(f"CHECKS='{' '.join(checks)}'\n")
-        f.write(f"TRIM_MOUNT='{TRIM_MOUNT}'\n")
-        for name, value in message_ids().items():
-            f.write(f"{name}_ID='{value}'\n")
+                    "vhdreclaimd.socket", "vhdreclaim.timer"], check=True)
+    write_env(results, dirs, checks)
 
 
 def run_container(root, results, trim_fs, timeout):
     """nspawn's exit status: what the harness unit passed to systemctl exit."""
     cmd = ["systemd-nspawn", "--boot", "--volatile=overlay", "--register=no", "--keep-unit",
-           "-q", "--pipe", "-D", root, f"--bind={results}:/harness",
-           f"--bind={trim_fs}:{TRIM_MOUNT}"]
+           "-q", "--pipe", "-D", root, f"--bind={results}:/harness"]
+    if trim_fs:
+        cmd.append(f"--bind={trim_fs}:{TRIM_MOUNT}")
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
@@ -243,8 +291,9 @@ def show_results(results, rc):
         sys.stdout.writelines(lines[-150:])
 
 
-def boot(build_root, checks=ALL_CHECKS, timeout=300, keep=False):
-    """Boots the build and runs the named checks inside; 0 when all passed."""
+def boot(build_root, checks=ALL_CHECKS, timeout=300, keep=False, debs=None):
+    """Boots the build (or, given debs, a tree where the checks install those
+    packages) and runs the named checks inside; 0 when all passed."""
     tarball = cached_tree()
     work = tempfile.mkdtemp(prefix="vhdreclaim-nspawn-")
     root = os.path.join(work, "root")
@@ -256,8 +305,11 @@ def boot(build_root, checks=ALL_CHECKS, timeout=300, keep=False):
         t0 = time.monotonic()
         unpack(tarball, root)
         t1 = time.monotonic()
-        prepare(root, results, build_root, checks, timeout)
-        trim_fs = make_trim_fs(work, results)
+        if debs:
+            prepare_debs(root, results, debs, checks, timeout)
+        else:
+            prepare(root, results, build_root, checks, timeout)
+            trim_fs = make_trim_fs(work, results)
         t2 = time.monotonic()
         rc = run_container(root, results, trim_fs, timeout)
         t3 = time.monotonic()
@@ -274,10 +326,11 @@ def boot(build_root, checks=ALL_CHECKS, timeout=300, keep=False):
     return rc
 
 
-def run_as_test(checks):
+def run_as_test(checks, make_debs=None):
     """Entry point of the integration tests: exit status 0 when every check
     passed, 77 (skip) when this machine cannot boot a container, unless
-    CI=true, where that is a failure too."""
+    CI=true, where that is a failure too. make_debs, if given, returns the
+    packages that the checks install (the build tree is then not used)."""
     def cannot(reason):
         print(f"cannot boot a test container: {reason}")
         sys.exit(1 if os.environ.get("CI") == "true" else 77)
@@ -289,7 +342,8 @@ def run_as_test(checks):
         cached_tree()
     except subprocess.CalledProcessError:
         cannot("mkroot.sh could not build the bookworm tree (no network to the mirror?)")
-    sys.exit(0 if boot(os.environ["BUILD_ROOT"], checks) == 0 else 1)
+    debs = make_debs() if make_debs else None
+    sys.exit(0 if boot(os.environ["BUILD_ROOT"], checks, debs=debs) == 0 else 1)
 
 
 def main():
@@ -298,12 +352,16 @@ def main():
     ap.add_argument("--checks", help="space-separated checks of inside.sh (default: all)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds for the checks")
     ap.add_argument("--keep", action="store_true", help="keep the tree and the results")
+    ap.add_argument("--deb", action="append",
+                    help="install this package inside instead of the build (repeat: oldest first); "
+                         "the checks default to the package checks")
     args = ap.parse_args()
     missing = missing_prerequisites()
     if missing:
         sys.exit("boot.py: missing " + ", ".join(missing))
-    checks = args.checks.split() if args.checks else ALL_CHECKS
-    sys.exit(boot(os.path.abspath(args.build_root), checks, args.timeout, args.keep))
+    checks = args.checks.split() if args.checks else (DEB_CHECKS if args.deb else ALL_CHECKS)
+    debs = [os.path.abspath(d) for d in args.deb] if args.deb else None
+    sys.exit(boot(os.path.abspath(args.build_root), checks, args.timeout, args.keep, debs))
 
 
 if __name__ == "__main__":

@@ -341,6 +341,190 @@ check_clean_stop() {
         [ -z "$reports" ] || fail "sanitizer reports in the journal: $reports"
 }
 
+# --- The package route (boot.py --deb): apt installs, upgrades, removes and
+# purges the packages in /harness/debs/order, oldest first, under this
+# systemd. Each check builds on the state the previous one left. ---
+
+DEB_STATE=/var/lib/vhdreclaim
+DEB_IMAGE=/srv/pkg/pkg.vhdx
+
+deb_file() {    # deb_file N: the Nth package of /harness/debs/order
+        echo "/harness/debs/$(sed -n "${1}p" /harness/debs/order)"
+}
+
+deb_version() {
+        dpkg-deb -f "$1" Version
+}
+
+apt_quiet() {   # apt_quiet ARGS...: apt-get, its output indented; no prompts
+        local out rc
+        out=$(DEBIAN_FRONTEND=noninteractive apt-get -y -q "$@" </dev/null 2>&1); rc=$?
+        grep -vE '^(Reading|Building|Selecting|\(Reading|debconf: delaying)|^ *$' <<<"$out" | sed 's/^/    apt: /'
+        return $rc
+}
+
+daemon_starts() {       # how often systemd has started the daemon in this boot
+        journalctl -q -b -o cat --no-pager _PID=1 |
+                grep -c '^Started vhdreclaimd\.service' || true
+}
+
+check_deb_install() {
+        local deb mode
+        deb=$(deb_file 1)
+        apt_quiet install "$deb" || fail "apt install $deb failed" || return
+        [ "$(dpkg-query -W -f='${Status} ${Version}' vhdreclaim)" = "install ok installed $(deb_version "$deb")" ] ||
+                fail "dpkg says: $(dpkg-query -W -f='${Status} ${Version}' vhdreclaim)" || return
+        dpkg-query -W -f='${Conffiles}\n' vhdreclaim | grep -q '^ /etc/vhdreclaim.conf ' ||
+                fail "/etc/vhdreclaim.conf is not a conffile" || return
+        for f in "$CTL" "$DAEMON" /usr/share/man/man8/vhdreclaimd.8.gz /usr/share/man/man8/vhdreclaimctl.8.gz \
+                 /usr/share/man/man5/vhdreclaim.conf.5.gz /usr/lib/sysusers.d/vhdreclaim.conf; do
+                [ -e "$f" ] || fail "the package did not install $f" || return
+        done
+        getent group vhdreclaim >/dev/null || fail "the postinst did not create group vhdreclaim" || return
+        mode=$(stat -c %a "$DEB_STATE") || fail "no state directory $DEB_STATE" || return
+        [ "$mode" = 750 ] || fail "$DEB_STATE has mode $mode, not 750"
+}
+
+check_deb_units_started() {
+        local u
+        for u in vhdreclaimd.socket vhdreclaim.timer; do
+                [ "$(systemctl is-enabled $u)/$(systemctl is-active $u)" = enabled/active ] ||
+                        fail "$u is $(systemctl is-enabled $u)/$(systemctl is-active $u) after install" || return
+        done
+        [ "$(prop vhdreclaimd.socket SubState)" = listening ] ||
+                fail "the socket is $(prop vhdreclaimd.socket SubState), not listening" || return
+        [ -S "$SOCKET" ] || fail "no socket at $SOCKET" || return
+        [ "$(stat -c '%a %G' "$SOCKET")" = "660 vhdreclaim" ] ||
+                fail "the socket has mode and group $(stat -c '%a %G' "$SOCKET")" || return
+        systemctl list-timers --all --no-pager --no-legend vhdreclaim.timer | sed 's/^/    /'
+        systemctl list-timers --all --no-pager --no-legend vhdreclaim.timer | grep -q 'vhdreclaim\.service' ||
+                fail "vhdreclaim.timer is not listed" || return
+        # Socket-activated: installing starts no daemon, and enables none.
+        [ "$(systemctl is-active vhdreclaimd.service)" = inactive ] ||
+                fail "vhdreclaimd.service is $(systemctl is-active vhdreclaimd.service) right after install" || return
+        [ "$(systemctl is-enabled vhdreclaimd.service)" = disabled ] ||
+                fail "vhdreclaimd.service is $(systemctl is-enabled vhdreclaimd.service), not disabled"
+}
+
+check_deb_status_activates() {
+        "$CTL" status || fail "vhdreclaimctl status failed (exit $?)" || return
+        wait_for 10 systemctl is-active -q vhdreclaimd.service ||
+                fail "the first call did not start vhdreclaimd.service" || return
+        [ "$(daemon_starts)" = 1 ] || fail "the daemon was started $(daemon_starts) times, not once"
+}
+
+file_fingerprint() {    # content, allocation and mtime of a file
+        echo "$(sha256sum <"$1") $(stat -c '%b %Y.%y' "$1")"
+}
+
+check_deb_unconfigured_touches_nothing() {
+        local before after
+        # The shipped configuration names no disk and no folder, and trims
+        # no mount: an image lying about in the usual places stays as it is,
+        # even when the timer's oneshot runs.
+        grep -qE '^\[(disk|watch)\.' "$VHDRECLAIM_CONF" && fail "the shipped $VHDRECLAIM_CONF configures a disk" && return 1
+        make_image "$DEB_IMAGE" root:root || return
+        before=$(file_fingerprint "$DEB_IMAGE")
+        systemctl start vhdreclaim.service ||
+                fail "the timer's oneshot failed with the shipped configuration: $(prop vhdreclaim.service Result)" || return
+        journalctl -q -u vhdreclaim.service -o cat --no-pager | sed 's/^/    vhdreclaim.service: /'
+        after=$(file_fingerprint "$DEB_IMAGE")
+        [ "$before" = "$after" ] || fail "an unconfigured image changed: $before -> $after"
+}
+
+PKG_CONFIG_ADDITION="
+# added by the administrator (the nspawn harness)
+[reclaim]
+discard=safe
+minReclaim=1M
+[disk.pkg]
+path=$DEB_IMAGE"
+
+check_deb_configure_and_reclaim() {
+        local before copy
+        # The administrator edits the shipped file: a conffile change that
+        # upgrades must keep.
+        printf '%s\n' "$PKG_CONFIG_ADDITION" >>"$VHDRECLAIM_CONF"
+        systemctl reload vhdreclaimd.service || fail "reload after the edit failed" || return
+        copy=$(mktemp /srv/copy.XXXXXX)
+        cp --sparse=never "$DEB_IMAGE" "$copy"
+        before=$(allocated "$DEB_IMAGE")
+        "$CTL" reclaim pkg --wait || fail "vhdreclaimctl reclaim pkg --wait failed" || return
+        echo "    pkg: $before -> $(allocated "$DEB_IMAGE") bytes allocated"
+        [ $((before - $(allocated "$DEB_IMAGE"))) -ge $((15 * 1048576)) ] ||
+                fail "less than 15 MiB reclaimed from $DEB_IMAGE" || return
+        qemu-img compare -q -f vhdx -F vhdx "$DEB_IMAGE" "$copy" || fail "the guest-visible content changed" || return
+        rm -f "$copy"
+        "$CTL" history pkg >/harness/history.before || fail "vhdreclaimctl history pkg failed" || return
+        sed 's/^/    /' /harness/history.before
+        grep -q success /harness/history.before || fail "the history has no successful pass" || return
+        sha256sum "$VHDRECLAIM_CONF" >/harness/conf.sha256
+        ls -A "$DEB_STATE" >/harness/state.before
+        [ -s /harness/state.before ] || fail "the daemon kept no state in $DEB_STATE"
+}
+
+check_deb_upgrade() {
+        local deb pid starts
+        deb=$(deb_file 2)
+        [ -f "$deb" ] || fail "no second package to upgrade to" || return
+        dpkg --compare-versions "$(deb_version "$deb")" gt "$(dpkg-query -W -f='${Version}' vhdreclaim)" ||
+                fail "$(deb_version "$deb") is not higher than the installed version" || return
+        systemctl is-active -q vhdreclaimd.service || fail "the daemon is not running before the upgrade" || return
+        pid=$(prop vhdreclaimd.service MainPID)
+        starts=$(daemon_starts)
+        apt_quiet install "$deb" || fail "apt install $deb (the upgrade) failed" || return
+        [ "$(dpkg-query -W -f='${Version}' vhdreclaim)" = "$(deb_version "$deb")" ] ||
+                fail "the installed version is $(dpkg-query -W -f='${Version}' vhdreclaim)" || return
+        wait_for 10 systemctl is-active -q vhdreclaimd.service || fail "the daemon is not running after the upgrade" || return
+        [ "$(prop vhdreclaimd.service MainPID)" != "$pid" ] || fail "the daemon was not restarted (same MainPID $pid)" || return
+        [ "$(daemon_starts)" = $((starts + 1)) ] ||
+                fail "the daemon was started $(($(daemon_starts) - starts)) times by the upgrade, not once" || return
+        sha256sum -c --quiet /harness/conf.sha256 || fail "the administrator's $VHDRECLAIM_CONF changed" || return
+        [ ! -e "$VHDRECLAIM_CONF.dpkg-new" ] && [ ! -e "$VHDRECLAIM_CONF.dpkg-old" ] ||
+                fail "dpkg left a .dpkg-new or .dpkg-old beside the conffile" || return
+        ls -A "$DEB_STATE" | diff /harness/state.before - || fail "the state directory's files changed" || return
+        "$CTL" history pkg | diff /harness/history.before - ||
+                fail "the history differs after the upgrade" || return
+        "$CTL" status pkg || fail "vhdreclaimctl status pkg failed after the upgrade" || return
+        for u in vhdreclaimd.socket vhdreclaim.timer; do
+                [ "$(systemctl is-enabled $u)/$(systemctl is-active $u)" = enabled/active ] ||
+                        fail "$u is $(systemctl is-enabled $u)/$(systemctl is-active $u) after the upgrade" || return
+        done
+}
+
+check_deb_remove() {
+        local u
+        apt_quiet remove vhdreclaim || fail "apt remove failed" || return
+        for u in vhdreclaimd.service vhdreclaimd.socket vhdreclaim.timer vhdreclaim.service; do
+                [ "$(systemctl is-active $u)" = inactive ] ||
+                        fail "$u is $(systemctl is-active $u) after apt remove" || return
+        done
+        [ ! -e "$DAEMON" ] && [ ! -e "$CTL" ] || fail "the binaries are still there" || return
+        ls -A "$DEB_STATE" | diff /harness/state.before - || fail "apt remove changed the state" || return
+        [ -f "$VHDRECLAIM_CONF" ] || fail "apt remove deleted the configuration (a conffile)" || return
+        [ -f "$DEB_IMAGE" ] || fail "apt remove deleted a managed image"
+}
+
+check_deb_purge() {
+        local left
+        apt_quiet purge vhdreclaim || fail "apt purge failed" || return
+        [ -z "$(dpkg-query -W -f='${Status}' vhdreclaim 2>/dev/null | grep -v not-installed)" ] ||
+                fail "dpkg still knows vhdreclaim: $(dpkg-query -W -f='${Status}' vhdreclaim)" || return
+        [ ! -e "$DEB_STATE" ] || fail "$DEB_STATE is still there" || return
+        [ -f "$DEB_IMAGE" ] || fail "apt purge deleted a managed image" || return
+        # Anything of ours left in /etc or /var/lib, by name or content;
+        # not the harness's own unit, nor the test tree's host name.
+        left=$( (find /etc /var/lib -path /var/lib/dpkg -prune -o -iname '*vhdreclaim*' -print
+                 grep -rlI --exclude-dir=dpkg vhdreclaim /etc /var/lib 2>/dev/null) |
+                grep -vE 'vhdreclaim-harness|^/etc/(hostname|hosts)$' | sort -u)
+        echo "    left in /etc and /var/lib: $(echo ${left:-nothing})"
+        # The group stays, as Debian leaves system groups and users (files
+        # elsewhere may belong to it); nothing else may.
+        local other
+        other=$(grep -vxE '/etc/(group|gshadow)-?' <<<"$left" || true)
+        [ -z "$other" ] || fail "left after purge: $other"
+}
+
 # --- Runner. ---
 
 failed=0

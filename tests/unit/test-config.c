@@ -375,6 +375,61 @@ static void test_crlf_and_bom(void **state) {
         assert_true(f->config->trim.all);
 }
 
+/* Notepad's "Unicode" is UTF-16: named as such, on line 1, not "invalid line". */
+static void test_utf16_is_named(void **state) {
+        static const char le[] = "\xff\xfe[\0r\0e\0c\0l\0a\0i\0m\0]\0\n\0";
+        static const char be_no_bom[] = "\0[\0r\0e\0c\0l\0a\0i\0m\0]\0\n";
+        Fixture *f = *state;
+        FILE *w;
+
+        w = fopen(f->path, "we");
+        assert_non_null(w);
+        assert_int_equal(fwrite(le, 1, sizeof le - 1, w), sizeof le - 1);
+        assert_int_equal(fclose(w), 0);
+        assert_int_equal(config_load(f->path, &f->config, &f->msgs), -EINVAL);
+        assert_int_equal(f->msgs.n_items, 1);
+        assert_message(f, 0, CONFIG_MESSAGE_ERROR, 1, "the file is UTF-16 (LE), not UTF-8: save it as UTF-8");
+        config_messages_done(&f->msgs);
+
+        w = fopen(f->path, "we");
+        assert_non_null(w);
+        assert_int_equal(fwrite(be_no_bom, 1, sizeof be_no_bom - 1, w), sizeof be_no_bom - 1);
+        assert_int_equal(fclose(w), 0);
+        assert_int_equal(config_load(f->path, &f->config, &f->msgs), -EINVAL);
+        assert_message(f, 0, CONFIG_MESSAGE_ERROR, 1, "the file is UTF-16 (BE)");
+}
+
+/* format= belongs to a disk or a folder; [reclaim] does not know it. */
+static void test_format_key(void **state) {
+        Fixture *f = *state;
+        char *printed;
+
+        load_ok(f,
+                "[reclaim]\n"
+                "format=raw\n"
+                "[disk.a]\n"
+                "path=/a.bin\n"
+                "format=RAW\n"
+                "[disk.b]\n"
+                "path=/b.vhdx\n"
+                "[watch.w]\n"
+                "dir=/w\n"
+                "format=vhdx\n");
+        assert_int_equal(f->msgs.n_items, 1);
+        assert_message(f, 0, CONFIG_MESSAGE_WARNING, 2, "unknown key 'format' in [reclaim], ignored");
+        assert_int_equal(f->config->disks[0].reclaim.format, DISK_FORMAT_RAW);
+        assert_int_equal(f->config->disks[1].reclaim.format, DISK_FORMAT_AUTO);
+        assert_int_equal(f->config->watches[0].reclaim.format, DISK_FORMAT_VHDX);
+        printed = print_to_string(f->config);
+        assert_non_null(strstr(printed, "[disk.a]\npath=/a.bin\nformat=raw\n"));
+        assert_non_null(strstr(printed, "[watch.w]\ndir=/w\npattern=*.vhdx\nformat=vhdx\n"));
+        assert_null(strstr(printed, "format=auto"));
+        free(printed);
+
+        assert_int_equal(load(f, "[disk.a]\npath=/a.bin\nformat=qcow2\n"), -EINVAL);
+        assert_message(f, 0, CONFIG_MESSAGE_ERROR, 3, "invalid value for format: 'qcow2' (expected auto, vhdx or raw)");
+}
+
 static void test_duplicate_key_first_wins(void **state) {
         Fixture *f = *state;
 
@@ -912,6 +967,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_names_ignore_case, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_comments, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_crlf_and_bom, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_utf16_is_named, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_format_key, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_duplicate_key_first_wins, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_unknown_keys_and_sections_warn, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_key_outside_section_warns, setup, teardown),

@@ -515,11 +515,14 @@ static void test_other_whole_disk_kinds(void **state) {
         static const struct {
                 const char *make;
                 const char *name;
+                const char *oem_id;     /* written over the boot sector's, or NULL */
         } kinds[] = {
-                { "mkfs.vfat", "vfat" },
-                { "mkntfs -q -F -f", "ntfs" },
-                { "mkswap", "swap" },
-                { "true", "unknown" },
+                { "mkfs.vfat", "vfat", NULL },
+                { "mkswap", "swap", NULL },
+                /* Named by their boot sector, never read as NTFS. */
+                { "mkntfs -q -F -f", "BitLocker", "-FVE-FS-" },
+                { "mkntfs -q -F -f", "ReFS", "ReFS\\0\\0\\0\\0" },
+                { "true", "unknown", NULL },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(kinds); i++) {
@@ -527,6 +530,9 @@ static void test_other_whole_disk_kinds(void **state) {
 
                 assert_int_equal(run("rm -f '%s' && truncate -s 32M '%s'", f->disk, f->disk), 0);
                 assert_int_equal(run("%s '%s' >/dev/null 2>&1", kinds[i].make, f->disk), 0);
+                if (kinds[i].oem_id)
+                        assert_int_equal(run("printf -- '%s' | dd of='%s' bs=1 seek=3 conv=notrunc status=none",
+                                             kinds[i].oem_id, f->disk), 0);
                 assert_int_equal(scan(f->disk, &s), 0);
                 assert_int_equal(s.table, PARTITION_TABLE_NONE);
                 assert_int_equal(s.n_parts, 1);
@@ -535,6 +541,97 @@ static void test_other_whole_disk_kinds(void **state) {
                 assert_null(fsaware_first_unclean(&s));
                 fsaware_scan_done(&s);
         }
+}
+
+static uint64_t total(const ExtentList *l) {
+        uint64_t t = 0;
+
+        for (size_t i = 0; i < l->n; i++)
+                t += l->items[i].length;
+        return t;
+}
+
+/* A number from ntfsinfo -m's report, e.g. "Free Clusters". */
+static uint64_t ntfsinfo_field(const char *path, const char *field) {
+        char cmd[512], line[256];
+        unsigned long long v = UINT64_MAX;
+        FILE *p;
+
+        snprintf(cmd, sizeof cmd, "ntfsinfo -m '%s' 2>/dev/null", path);
+        p = popen(cmd, "r");
+        assert_non_null(p);
+        while (fgets(line, sizeof line, p)) {
+                const char *at = strstr(line, field);
+                if (at && at[strlen(field)] == ':')
+                        v = strtoull(at + strlen(field) + 1, NULL, 10);
+        }
+        pclose(p);
+        assert_true(v != UINT64_MAX);
+        return v;
+}
+
+static void test_ntfs_whole_disk_and_partition(void **state) {
+        Fixture *f = *state;
+        char p1[4096];
+        uint64_t clusters, cs, free_bytes;
+        FsScan s;
+
+        assert_int_equal(run("rm -f '%1$s' && truncate -s 48M '%1$s' && mkntfs -q -F -f '%1$s' >/dev/null 2>&1", f->disk), 0);
+        clusters = ntfsinfo_field(f->disk, "Free Clusters");
+        cs = ntfsinfo_field(f->disk, "Cluster Size");
+        free_bytes = clusters * cs;
+        assert_int_equal(scan(f->disk, &s), 0);
+        assert_summary(&s, "ntfs");
+        assert_true(s.parts[0].supported && s.parts[0].clean);
+        assert_int_equal(s.parts[0].unit_size, cs);
+        /* Every free cluster of $Bitmap, as ntfsinfo counts them. */
+        assert_int_equal(s.parts[0].free_bytes, free_bytes);
+        assert_int_equal(total(&s.free), free_bytes);
+        /* The boot sector and its backup in the last sector are never free. */
+        assert_true(s.free.items[0].offset >= cs);
+        assert_true(s.free.items[s.free.n - 1].offset + s.free.items[s.free.n - 1].length <= 48 * MiB - 512);
+        fsaware_scan_done(&s);
+
+        /* The same volume as an MBR partition (type 0x07): moved by its offset. */
+        snprintf(p1, sizeof p1, "%s.p1", f->disk);
+        assert_int_equal(run("mv '%s' '%s' && truncate -s 64M '%s'", f->disk, p1, f->disk), 0);
+        assert_int_equal(run("printf 'label: dos\nstart=2048, size=48M, type=7\n' | sfdisk -q '%s'", f->disk), 0);
+        assert_int_equal(run("dd if='%s' of='%s' bs=1M seek=1 conv=notrunc,sparse status=none", p1, f->disk), 0);
+        assert_int_equal(scan(f->disk, &s), 0);
+        assert_summary(&s, "mbr: ntfs");
+        assert_non_null(s.parts[0].type_name);
+        assert_string_equal(s.parts[0].type_name, "HPFS/NTFS/exFAT");
+        assert_int_equal(total(&s.free), free_bytes);
+        assert_true(s.free.items[0].offset >= 1 * MiB + cs);
+        fsaware_scan_done(&s);
+        unlink(p1);
+}
+
+static void test_ntfs_errors(void **state) {
+        Fixture *f = *state;
+        FileVDisk d;
+        FsScan s;
+
+        /* A disk read failing under libntfs-3g (the MFT at 16 KiB, $Bitmap,
+         * $LogFile...) stops the scan with that errno: not "unclean". */
+        assert_int_equal(run("rm -f '%1$s' && truncate -s 48M '%1$s' && mkntfs -q -F -f '%1$s' >/dev/null 2>&1", f->disk), 0);
+        assert_int_equal(file_vdisk_open(f->disk, SECTOR, &d), 0);
+        d.fail_from = 1 * MiB;  /* past the probe: $MFTMirr in the middle of the volume */
+        d.fail_errno = EINTR;   /* what a broken lease reads as */
+        assert_int_equal(fsaware_scan(&d.vdisk, &s), -EINTR);
+        assert_null(s.parts);
+        if (!strstr(s.error, "ntfs file system"))
+                fail_msg("error: %s", s.error);
+        fsaware_scan_done(&s);
+        file_vdisk_close(&d);
+
+        /* A boot sector that says NTFS over garbage: unclean, named. */
+        assert_int_equal(run("dd if=/dev/zero of='%s' bs=4096 seek=1 count=4000 conv=notrunc status=none", f->disk), 0);
+        assert_int_equal(scan(f->disk, &s), 0);
+        assert_non_null(fsaware_first_unclean(&s));
+        assert_non_null(strstr(s.parts[0].reason, "cannot mount"));
+        assert_int_equal(s.free.n, 0);
+        fsaware_scan_done(&s);
 }
 
 static void test_errors(void **state) {
@@ -579,7 +676,7 @@ static void test_kind_names(void **state) {
 
 int main(void) {
         static const char *const tools[] = { "mkfs.ext2", "mkfs.ext3", "mkfs.ext4", "debugfs", "dumpe2fs", "sfdisk",
-                                             "mkswap", "mkfs.vfat", "mkntfs", "dd", "truncate", NULL };
+                                             "mkswap", "mkfs.vfat", "mkntfs", "ntfsinfo", "dd", "truncate", NULL };
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_kind_names),
                 cmocka_unit_test_setup_teardown(test_whole_disk_variants, setup, teardown),
@@ -589,6 +686,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_gpt_clean_and_unclean, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_other_whole_disk_kinds, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_ntfs_whole_disk_and_partition, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_ntfs_errors, setup, teardown),
         };
 
         if (!have_tools(tools)) {

@@ -171,7 +171,7 @@ static int make_stale_vhdx(const char *path) {
                 return -EIO;
         fd = open(path, O_RDWR | O_CLOEXEC);
         assert_true(fd >= 0);
-        assert_int_equal(image_open(fd, &img, &error), 0);
+        assert_int_equal(image_open(fd, path, DISK_FORMAT_AUTO, &img, &error), 0);
         for (uint64_t b = 0; b <= 4; b += 4) {
                 uint64_t i = vhdx_bat_index(img->vhdx, b);
                 uint64_t e = (vhdx_bat_entry(img->vhdx, i) & ~UINT64_C(7)) | 2;   /* PAYLOAD_BLOCK_ZERO */

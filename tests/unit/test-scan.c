@@ -215,6 +215,87 @@ static void test_dry_run_punches_nothing_and_counts_the_same(void **state) {
         test_file_done(&f);
 }
 
+/* hold_until: below it nothing is punched and commit() never runs; reached,
+ * commit() runs once, before the first punch, and every run is punched as
+ * without the hold. The file is read once either way. */
+typedef struct Commit {
+        unsigned calls;
+        int fd;
+        uint64_t size;
+        bool holes_at_commit;
+} Commit;
+
+static int on_commit(void *userdata) {
+        Commit *cm = userdata;
+        ExtentList holes = {};
+
+        cm->calls++;
+        hole_map(cm->fd, cm->size, &holes);
+        cm->holes_at_commit = holes.n > 0;
+        extent_list_done(&holes);
+        return 0;
+}
+
+static void test_hold_until_threshold(void **state) {
+        const uint64_t total = 64 * KiB + 64 * KiB + 1 * MiB + 200 * KiB;
+        ScanControl c = control_default();
+        Commit cm = {};
+        ScanResult r;
+        TestFile f;
+
+        test_file_make(*state, &f, many_sizes, ELEMENTSOF(many_sizes));
+        cm = (Commit) { .fd = f.fd, .size = f.size };
+        c.commit = on_commit;
+        c.userdata = &cm;
+
+        c.hold_until = total + 1;
+        assert_int_equal(scan_whole(&f, &c, &r), 0);
+        assert_int_equal(cm.calls, 0);
+        assert_false(r.committed);
+        assert_int_equal(r.punched, 0);
+        assert_int_equal(r.held, total);
+        assert_int_equal(r.read, f.size);
+        assert_holes(f.fd, f.size, NULL, 0);
+
+        c.hold_until = 64 * KiB + 64 * KiB + 1;    /* reached inside the 1 MiB run */
+        assert_int_equal(scan_whole(&f, &c, &r), 0);
+        assert_int_equal(cm.calls, 1);
+        assert_false(cm.holes_at_commit);
+        assert_true(r.committed);
+        assert_int_equal(r.held, 0);
+        assert_int_equal(r.punched, total);
+        assert_int_equal(r.read, f.size);
+        assert_holes(f.fd, f.size, many_sizes_holes, ELEMENTSOF(many_sizes_holes));
+        assert_content_intact(&f);
+        test_file_done(&f);
+}
+
+static int failing_commit(void *userdata) {
+        (*(unsigned *) userdata)++;
+        return -EINTR;
+}
+
+/* A commit that fails (the caller's other tiers were stopped) stops the
+ * scan with its error, nothing punched, below the first held run. */
+static void test_hold_commit_failure(void **state) {
+        ScanControl c = control_default();
+        unsigned calls = 0;
+        ScanResult r;
+        TestFile f;
+
+        test_file_make(*state, &f, many_sizes, ELEMENTSOF(many_sizes));
+        c.commit = failing_commit;
+        c.userdata = &calls;
+        c.hold_until = 64 * KiB;
+        assert_int_equal(scan_whole(&f, &c, &r), -EINTR);
+        assert_int_equal(calls, 1);
+        assert_int_equal(r.punched, 0);
+        assert_true(r.stop_offset <= 16 * KiB);
+        assert_holes(f.fd, f.size, NULL, 0);
+        assert_content_intact(&f);
+        test_file_done(&f);
+}
+
 static void test_zero_runs_at_file_start_and_unaligned_end(void **state) {
         static const Seg segs[] = {
                 { SEG_ZERO, 128 * KiB },
@@ -707,6 +788,9 @@ int main(void) {
                 cmocka_unit_test(test_punch_failure_stops_with_nothing_half_done),
                 cmocka_unit_test(test_stale_ranges),
                 cmocka_unit_test(test_stale_cancel),
+                /* Last: the address-space test above depends on the heap the tests before it leave. */
+                cmocka_unit_test(test_hold_until_threshold),
+                cmocka_unit_test(test_hold_commit_failure),
         };
         return cmocka_run_group_tests(tests, scratch_setup, scratch_dir_teardown);
 }
