@@ -121,7 +121,7 @@ def test_state_survives_restart_and_missed_interval_runs(tmp):
     y = d.disk("a")
     for k in ("passes", "reclaimed_total", "reclaimed_last", "last_pass", "last_result"):
         assert y[k] == x[k], (k, x, y)
-    assert y["next_pass"] > time.time() * 10**6 + 3000 * 10**6, y
+    assert y["next_pass"] > time.time() * 10**6 + 1700 * 10**6, y   # its slot: at least half an interval on
     d.stop()
 
     # Restarted after the interval has passed while we were down: it runs at start.
