@@ -130,7 +130,9 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
                 .io_limit = d->settings.io_limit,
                 .max_pass_usec = d->settings.max_pass_time_usec,
                 .resume_offset = dry_run ? 0 : d->record.resume_offset,
-                .related_images = related_images(m, d),
+                /* Only the free tier looks for differencing children; the
+                 * list copies every other image's path (O(images) a pass). */
+                .related_images = discard == DISCARD_FREE ? related_images(m, d) : NULL,
                 .unchanged_since = j->trigger != TRIGGER_MANUAL && !dry_run && d->record.have_fingerprint
                                            ? &j->unchanged_since : NULL,
         };
