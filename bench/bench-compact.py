@@ -12,8 +12,8 @@ made small:
          old one (what a Linux user does today)
 
 Reported: the wall times and their ratio (peer / ours, per round, median),
-the extra space each needed on the host file system at its peak (sampled
-every 5 ms from statvfs), the final apparent and allocated sizes, and our
+the extra space each needed at its peak (the largest rise of its files'
+allocated bytes above their lowest point before it, sampled every 2 ms), the final apparent and allocated sizes, and our
 peak RSS. Usage: bench-compact.py [--disk-gib 16] [--files-gib 8]
 [--delete-gib 6] [--rounds 3] [--dir /var/tmp]"""
 
@@ -37,23 +37,34 @@ def sh(*args, **kw):
     return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
 
 
-def used_bytes(path):
-    st = os.statvfs(path)
-    return (st.f_blocks - st.f_bfree) * st.f_frsize
+def allocated(paths):
+    total = 0
+    for p in paths:
+        try:
+            total += os.stat(p).st_blocks * 512
+        except FileNotFoundError:
+            pass
+    return total
 
 
 class PeakUsage:
-    """Samples the host file system's used bytes while a contender runs."""
+    """Samples (every 2 ms) the bytes a contender's files hold on the host and
+    keeps the largest rise above the lowest figure seen before it: the extra
+    space the job needed at its peak. The files' own st_blocks, not the file
+    system's free count, so other work on the machine does not count."""
 
-    def __init__(self, path):
-        self.path, self.base, self.peak = path, used_bytes(path), 0
+    def __init__(self, paths):
+        self.paths, self.peak = paths, 0
+        self.low = allocated(paths)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.sample)
 
     def sample(self):
         while not self.stop.is_set():
-            self.peak = max(self.peak, used_bytes(self.path) - self.base)
-            time.sleep(0.005)
+            now = allocated(self.paths)
+            self.low = min(self.low, now)
+            self.peak = max(self.peak, now - self.low)
+            time.sleep(0.002)
 
     def __enter__(self):
         self.thread.start()
@@ -126,12 +137,12 @@ def main():
             sh("cp", "--sparse=always", base, ours)
             sh("cp", "--sparse=always", base, peer)
             sh("sync")
-            with PeakUsage(work) as pu_ours:
+            with PeakUsage([ours]) as pu_ours:
                 t = time.monotonic()
                 report, rss_kib = run_ours(a.daemon, ours)
                 t_ours = time.monotonic() - t
             sh("sync")
-            with PeakUsage(work) as pu_peer:
+            with PeakUsage([peer, peer + ".new"]) as pu_peer:
                 t = time.monotonic()
                 run_peer(peer)
                 t_peer = time.monotonic() - t

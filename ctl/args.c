@@ -36,13 +36,15 @@ static const OptionSpec option_specs[] = {
         [OPT_ALL]     = { "all",     0,   false, CMD(CTL_COMMAND_RECLAIM) | CMD(CTL_COMMAND_TRIM) },
         [OPT_DRY_RUN] = { "dry-run", 0,   false, CMD(CTL_COMMAND_RECLAIM) },
         [OPT_DISCARD] = { "discard", 0,   true,  CMD(CTL_COMMAND_RECLAIM) },
-        [OPT_WAIT]    = { "wait",    0,   false, CMD(CTL_COMMAND_RECLAIM) | CMD(CTL_COMMAND_TRIM) },
+        [OPT_WAIT]    = { "wait",    0,   false, CMD(CTL_COMMAND_RECLAIM) | CMD(CTL_COMMAND_COMPACT) |
+                                                 CMD(CTL_COMMAND_TRIM) },
 };
 
 static const char *const command_names[_CTL_COMMAND_MAX] = {
         [CTL_COMMAND_HELP] = "help",
         [CTL_COMMAND_STATUS] = "status",
         [CTL_COMMAND_RECLAIM] = "reclaim",
+        [CTL_COMMAND_COMPACT] = "compact",
         [CTL_COMMAND_TRIM] = "trim",
         [CTL_COMMAND_CANCEL] = "cancel",
         [CTL_COMMAND_SET_SPARSE] = "set-sparse",
@@ -277,6 +279,10 @@ static int check_arguments(CtlArgs *a, char **error) {
                         return usage_error(error, "reclaim takes disk names or --all, not both");
                 if (!a->all && a->n_names == 0)
                         return usage_error(error, "reclaim needs disk names or --all");
+                return check_no_empty_names(a, "disk", error);
+        case CTL_COMMAND_COMPACT:
+                if (a->n_names != 1)
+                        return usage_error(error, "compact needs exactly one disk");
                 return check_no_empty_names(a, "disk", error);
         case CTL_COMMAND_TRIM:
                 if (a->all && a->n_names > 0)

@@ -12,6 +12,7 @@ typedef enum CtlCommand {
         CTL_COMMAND_HELP,
         CTL_COMMAND_STATUS,
         CTL_COMMAND_RECLAIM,
+        CTL_COMMAND_COMPACT,
         CTL_COMMAND_TRIM,
         CTL_COMMAND_CANCEL,
         CTL_COMMAND_SET_SPARSE,
@@ -36,7 +37,7 @@ typedef struct CtlArgs {
         bool dry_run;
         bool wait;
         CtlDiscard discard;
-        /* status, reclaim, trim, history: disks or mounts; NULL-terminated,
+        /* status, reclaim, compact, trim, history: disks or mounts; NULL-terminated,
          * the strings point into argv. */
         char **names;
         size_t n_names;

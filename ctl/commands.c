@@ -589,7 +589,7 @@ static int command_history(Ctl *c, const CtlArgs *a) {
         return flush_stdout();
 }
 
-/* ---- reclaim, trim ---- */
+/* ---- reclaim, compact, trim ---- */
 
 static WaitOutput wait_output(const CtlArgs *a) {
         if (a->json)
@@ -615,7 +615,8 @@ static int print_started_jobs(Ctl *c, const CtlArgs *a, const uint64_t *ids, siz
         for (size_t i = 0; i < n; i++) {
                 /* Reclaim() answers one id per name, in order. */
                 const char *kind = ctl_command_to_string(a->command), *state = "finished",
-                        *target = a->command == CTL_COMMAND_RECLAIM && a->n_names == n ? a->names[i] : "";
+                        *target = (a->command == CTL_COMMAND_RECLAIM || a->command == CTL_COMMAND_COMPACT) &&
+                                  a->n_names == n ? a->names[i] : "";
                 const char *k, *tg, *st;
                 uint64_t id, done, total;
                 double rate;
@@ -695,7 +696,7 @@ static int start_jobs(Ctl *c, const CtlArgs *a, sd_bus_message *m, bool single_i
                 r = read_job_ids(reply, &ids, &n);
         if (r < 0)
                 return ctl_bad_reply(r);
-        if (single_id && ids[0] == 0) {
+        if (single_id && ids[0] == 0 && a->command == CTL_COMMAND_TRIM) {
                 /* Trim's answer when no mount is given or configured. */
                 if (a->json)
                         printf("[]\n");
@@ -722,6 +723,18 @@ static int command_reclaim(Ctl *c, const CtlArgs *a) {
         if (r < 0)
                 return ctl_bad_reply(r);
         return start_jobs(c, a, m, false);
+}
+
+static int command_compact(Ctl *c, const CtlArgs *a) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        if (ctl_new_call(c, "Compact", &m) < 0)
+                return CTL_EXIT_FAILED;
+        r = sd_bus_message_append(m, "s", a->names[0]);
+        if (r < 0)
+                return ctl_bad_reply(r);
+        return start_jobs(c, a, m, true);
 }
 
 static int command_trim(Ctl *c, const CtlArgs *a) {
@@ -812,6 +825,8 @@ int ctl_run(Ctl *c, const CtlArgs *a) {
                 return command_status(c, a);
         case CTL_COMMAND_RECLAIM:
                 return command_reclaim(c, a);
+        case CTL_COMMAND_COMPACT:
+                return command_compact(c, a);
         case CTL_COMMAND_TRIM:
                 return command_trim(c, a);
         case CTL_COMMAND_CANCEL:

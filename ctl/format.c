@@ -7,6 +7,7 @@
 #include "format.h"
 #include "json.h"
 #include "macro.h"
+#include "timespan.h"
 
 #define USEC_PER_SEC UINT64_C(1000000)
 #define SEC_PER_MINUTE UINT64_C(60)
@@ -74,32 +75,21 @@ const char *format_rate(char buf[static FORMAT_RATE_MAX], double bytes_per_sec) 
         return buf;
 }
 
-static void format_largest_unit(char *buf, size_t size, uint64_t sec) {
-        if (sec >= SEC_PER_DAY)
-                snprintf(buf, size, "%" PRIu64 "d", sec / SEC_PER_DAY);
-        else if (sec >= SEC_PER_HOUR)
-                snprintf(buf, size, "%" PRIu64 "h", sec / SEC_PER_HOUR);
-        else if (sec >= SEC_PER_MINUTE)
-                snprintf(buf, size, "%" PRIu64 "m", sec / SEC_PER_MINUTE);
-        else
-                snprintf(buf, size, "%" PRIu64 "s", sec);
-}
-
 const char *format_relative(char buf[static FORMAT_RELATIVE_MAX], uint64_t when, uint64_t now) {
-        char amount[FORMAT_RELATIVE_MAX - 8];
-        uint64_t sec;
+        char amount[TIMESPAN_UNIT_MAX];
+        uint64_t usec;
 
         if (when == 0) {
                 snprintf(buf, FORMAT_RELATIVE_MAX, "-");
                 return buf;
         }
 
-        sec = (when > now ? when - now : now - when) / USEC_PER_SEC;
-        if (sec == 0) {
+        usec = when > now ? when - now : now - when;
+        if (usec < USEC_PER_SEC) {
                 snprintf(buf, FORMAT_RELATIVE_MAX, "now");
                 return buf;
         }
-        format_largest_unit(amount, sizeof amount, sec);
+        format_timespan_unit(amount, usec);
         if (when > now)
                 snprintf(buf, FORMAT_RELATIVE_MAX, "in %s", amount);
         else
@@ -169,6 +159,7 @@ static const struct {
         { "skipped-fixed",        "skipped, fixed disk" },
         { "skipped-differencing", "skipped, differencing disk" },
         { "skipped-unclean-fs",   "skipped, file system not clean" },
+        { "skipped-unsafe-fs",    "skipped, network or shared file system" },
         { "skipped-threshold",    "skipped, below minReclaim" },
         { "refused-invalid",      "refused, invalid image" },
         { "error",                "failed" },

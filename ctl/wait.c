@@ -27,6 +27,8 @@ typedef struct Job {
         char *kind, *target, *result, *message;
         uint64_t done, total, reclaimed;
         uint64_t punched;       /* stale + zero + free: punched, or would be by a dry run */
+        bool compacted;         /* the pass ran compaction: the file sizes say what it did */
+        uint64_t file_size_before, file_size_after;
         double rate;
         bool dry_run;           /* as the daemon ran it (sparse=false makes every pass one) */
         bool ours;              /* started by this call: waited for */
@@ -225,6 +227,12 @@ static void print_finished_line(Waiter *w, const Job *j) {
                 printf(", %s %s", amount_verb(j), format_size_human(amount, job_amount(j)));
         if (j->message && *j->message)
                 printf(" (%s)", j->message);
+        if (j->compacted) {
+                char before[FORMAT_HUMAN_MAX], after[FORMAT_HUMAN_MAX];
+
+                printf("; file size %s -> %s%s", format_size_human(before, j->file_size_before),
+                       format_size_human(after, j->file_size_after), j->dry_run ? " if compacted" : "");
+        }
         fputc('\n', stdout);
 }
 
@@ -277,7 +285,7 @@ static int on_job_finished(sd_bus_message *m, void *userdata, sd_bus_error *ret_
         Waiter *w = userdata;
         const char *kind, *target, *result, *message;
         uint64_t id, reclaimed;
-        int dry_run;
+        int dry_run, compacted;
         Job *j;
         int r;
 
@@ -300,6 +308,9 @@ static int on_job_finished(sd_bus_message *m, void *userdata, sd_bus_error *ret_
                 j->punched = reclaimed;
         }
         j->dry_run = dry_run;
+        /* Then compaction's, from a daemon that compacts. */
+        if (sd_bus_message_read(m, "btt", &compacted, &j->file_size_before, &j->file_size_after) > 0)
+                j->compacted = compacted;
         j->finished = true;
         show_finished(w, j);
         return 0;
@@ -481,6 +492,11 @@ static void print_results_json(Waiter *w, const uint64_t *ids, size_t n_ids) {
                 json_key(&j, "reclaimed"); json_u64(&j, job->reclaimed);
                 json_key(&j, "dry_run"); json_bool(&j, job->dry_run);
                 json_key(&j, "would_reclaim"); json_u64(&j, job->dry_run ? job->punched : 0);
+                if (job->compacted) {
+                        json_key(&j, "file_size_before"); json_u64(&j, job->file_size_before);
+                        json_key(&j, "file_size_after"); json_u64(&j, job->file_size_after);
+                        json_key(&j, "compacted"); json_u64(&j, job->file_size_before - job->file_size_after);
+                }
                 json_end(&j, '}');
         }
         json_end(&j, ']');

@@ -81,6 +81,7 @@ static const char *const wsl_keys[] = {
 static const char *const daemon_keys[] = { "socket", "stateDir", "adminGroup" };
 static const char *const experimental_keys[] = { "sparseVhd" };
 static const char *const trim_keys[] = { "mounts", "interval", "chunk", "pause" };
+static const char *const reclaim_only_keys[] = { "localMounts" };   /* not inherited by disks */
 static const char *const disk_keys[] = { "path", "sparse", "format" };
 static const char *const watch_keys[] = { "dir", "pattern", "sparse", "format" };
 
@@ -299,6 +300,32 @@ static void set_trim_mounts(Parser *p, const char *value) {
         }
 }
 
+/* Absolute paths separated by blanks; nothing for none. */
+static void set_local_mounts(Parser *p, const char *value) {
+        Config *c = p->config;
+        _cleanup_free_ char *copy = strdup(value);
+        char *save = NULL;
+
+        if (!copy) {
+                p->oom = true;
+                return;
+        }
+        for (char *w = strtok_r(copy, BLANKS, &save); w; w = strtok_r(NULL, BLANKS, &save)) {
+                char *norm;
+
+                if (normalize_absolute_path(w, &norm) < 0) {
+                        invalid_value(p, "localMounts", value, -EINVAL,
+                                      "expected absolute mount points separated by blanks");
+                        return;
+                }
+                if (strv_push(&c->local_mounts, &c->n_local_mounts, norm) < 0) {
+                        free(norm);
+                        p->oom = true;
+                        return;
+                }
+        }
+}
+
 static void set_trim_chunk(Parser *p, const char *value) {
         uint64_t v;
         int r;
@@ -335,6 +362,7 @@ static const char *canonical_key(const Parser *p, const char *key) {
                 k = lookup_key(watch_keys, ELEMENTSOF(watch_keys), key);
                 break;
         case SECTION_RECLAIM:
+                k = lookup_key(reclaim_only_keys, ELEMENTSOF(reclaim_only_keys), key);
                 break;
         default:
                 return NULL;
@@ -429,7 +457,10 @@ static void apply_key(Parser *p, const char *key, const char *value) {
                 set_boolean(p, key, value, &p->config->sparse_vhd);
                 break;
         case SECTION_RECLAIM:
-                set_reclaim(p, &p->config->reclaim, reclaim_key_from_string(key), value);
+                if (streq(key, "localMounts"))
+                        set_local_mounts(p, value);
+                else
+                        set_reclaim(p, &p->config->reclaim, reclaim_key_from_string(key), value);
                 break;
         case SECTION_TRIM:
                 apply_trim_key(p, key, value);

@@ -58,6 +58,9 @@ int config_print(const Config *c, FILE *f) {
 
         fputs("\n[reclaim]\n", f);
         print_reclaim(&c->reclaim, f);
+        for (size_t i = 0; i < c->n_local_mounts; i++)
+                fprintf(f, "%s%s%s", i == 0 ? "localMounts=" : " ", c->local_mounts[i],
+                        i + 1 == c->n_local_mounts ? "\n" : "");
 
         for (size_t i = 0; i < c->n_disks; i++) {
                 const DiskConfig *d = &c->disks[i];

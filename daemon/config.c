@@ -293,6 +293,7 @@ typedef enum ValueType {
         VALUE_SIZE,
         VALUE_DISCARD,
         VALUE_UNSIGNED,
+        VALUE_BOOLEAN,
 } ValueType;
 
 static const struct {
@@ -309,6 +310,7 @@ static const struct {
         [RECLAIM_IO_LIMIT]         = { "ioLimit",         VALUE_SIZE,     offsetof(ReclaimSettings, io_limit) },
         [RECLAIM_MAX_PASS_TIME]    = { "maxPassTime",     VALUE_DURATION, offsetof(ReclaimSettings, max_pass_time_usec) },
         [RECLAIM_MAX_PARALLEL]     = { "maxParallel",     VALUE_UNSIGNED, offsetof(ReclaimSettings, max_parallel) },
+        [RECLAIM_COMPACT]          = { "compact",         VALUE_BOOLEAN,  offsetof(ReclaimSettings, compact) },
 };
 
 void reclaim_settings_default(ReclaimSettings *s) {
@@ -418,6 +420,11 @@ int reclaim_settings_set(ReclaimSettings *s, ReclaimKey k, const char *value, co
                 r = parse_max_parallel(value, &s->max_parallel);
                 break;
 
+        case RECLAIM_COMPACT:
+                why = "expected true, false, 1 or 0";
+                r = parse_boolean(value, &s->compact);
+                break;
+
         default:
                 r = -EINVAL;
         }
@@ -441,6 +448,9 @@ const char *reclaim_settings_format(const ReclaimSettings *s, ReclaimKey k, char
         case VALUE_UNSIGNED:
                 snprintf(buf, FORMAT_SETTING_MAX, "%u", s->max_parallel);
                 return buf;
+        case VALUE_BOOLEAN:
+                snprintf(buf, FORMAT_SETTING_MAX, "%s", s->compact ? "true" : "false");
+                return buf;
         }
         return NULL;
 }
@@ -457,6 +467,9 @@ void reclaim_settings_copy_key(ReclaimSettings *dst, const ReclaimSettings *src,
         case VALUE_UNSIGNED:
                 dst->max_parallel = src->max_parallel;
                 break;
+        case VALUE_BOOLEAN:
+                dst->compact = src->compact;
+                break;
         }
 }
 
@@ -469,6 +482,8 @@ bool reclaim_settings_equal_key(const ReclaimSettings *a, const ReclaimSettings 
                 return a->discard == b->discard;
         case VALUE_UNSIGNED:
                 return a->max_parallel == b->max_parallel;
+        case VALUE_BOOLEAN:
+                return a->compact == b->compact;
         }
         return false;
 }
@@ -523,6 +538,9 @@ Config *config_free(Config *c) {
         for (size_t i = 0; i < c->trim.n_mounts; i++)
                 free(c->trim.mounts[i]);
         free(c->trim.mounts);
+        for (size_t i = 0; i < c->n_local_mounts; i++)
+                free(c->local_mounts[i]);
+        free(c->local_mounts);
         free(c);
         return NULL;
 }
@@ -552,6 +570,15 @@ static bool watch_equal(const WatchConfig *a, const WatchConfig *b) {
                 reclaim_settings_equal(&a->reclaim, &b->reclaim);
 }
 
+static bool local_mounts_equal(const Config *a, const Config *b) {
+        if (a->n_local_mounts != b->n_local_mounts)
+                return false;
+        for (size_t i = 0; i < a->n_local_mounts; i++)
+                if (!streq_ptr(a->local_mounts[i], b->local_mounts[i]))
+                        return false;
+        return true;
+}
+
 static bool trim_equal(const TrimConfig *a, const TrimConfig *b) {
         if (a->all != b->all || a->n_mounts != b->n_mounts ||
             a->interval_usec != b->interval_usec || a->chunk != b->chunk ||
@@ -573,6 +600,7 @@ bool config_equal(const Config *a, const Config *b) {
             a->sparse_vhd != b->sparse_vhd ||
             !reclaim_settings_equal(&a->reclaim, &b->reclaim) ||
             !trim_equal(&a->trim, &b->trim) ||
+            !local_mounts_equal(a, b) ||
             a->n_disks != b->n_disks ||
             a->n_watches != b->n_watches)
                 return false;

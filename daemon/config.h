@@ -114,6 +114,7 @@ typedef enum ReclaimKey {
         RECLAIM_IO_LIMIT,
         RECLAIM_MAX_PASS_TIME,
         RECLAIM_MAX_PARALLEL,
+        RECLAIM_COMPACT,
         _RECLAIM_KEY_MAX,
 } ReclaimKey;
 
@@ -127,6 +128,7 @@ typedef struct ReclaimSettings {
         uint64_t io_limit;              /* read bytes per second; 0 = unlimited */
         uint64_t max_pass_time_usec;    /* 0 = unlimited */
         unsigned max_parallel;          /* 1..64 */
+        bool compact;                   /* then shrink the VHDX file (compact.h); opt-in: it moves data */
         /* Not a [reclaim] key: only a [disk] or [watch] sets it, and it
          * travels with the settings to every image of that section. */
         DiskFormat format;
@@ -196,6 +198,11 @@ typedef struct Config {
         bool sparse_vhd;
 
         ReclaimSettings reclaim;        /* [reclaim] */
+        /* [reclaim] localMounts: paths on network or shared file systems that
+         * the admin declares used by this host alone (safety rule 6); absolute,
+         * normalised. Not a per-disk setting: it states a fact about mounts. */
+        char **local_mounts;
+        size_t n_local_mounts;
 
         DiskConfig *disks;              /* in file order */
         size_t n_disks;

@@ -340,6 +340,36 @@ static int method_reclaim(sd_bus_message *msg, void *userdata, sd_bus_error *err
         return sd_bus_send(NULL, reply, NULL);
 }
 
+static int method_compact(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Connection *c = userdata;
+        const char *name;
+        Disk *d;
+        Job *j;
+        int r;
+
+        r = check_admin(c, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "s", &name);
+        if (r < 0)
+                return r;
+        d = manager_find_disk(c->manager, name);
+        if (!d)
+                return sd_bus_error_setf(error, VHDRECLAIM_ERROR_NO_SUCH_DISK, "No disk named \"%s\"", name);
+        r = manager_queue_compact(c->manager, d, &j);
+        if (r == -EPERM)
+                return sd_bus_error_setf(error, VHDRECLAIM_ERROR_FAILED,
+                                         "\"%s\" is watch-only (sparse=false or discard=none): it is never modified, "
+                                         "so it is not compacted", name);
+        if (r == -EBUSY)
+                return sd_bus_error_setf(error, VHDRECLAIM_ERROR_BUSY,
+                                         "A job that does not compact is running on \"%s\"; compact it when it ends",
+                                         name);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(msg, "t", j->id);
+}
+
 /* Refuses, with the reason, a listed path that is missing or no mount point
  * (FITRIM would trim the whole file system that holds it). */
 static int check_trim_paths(char **mounts, sd_bus_error *error) {
@@ -583,6 +613,8 @@ static const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Reclaim", SD_BUS_ARGS("as", names, "b", all, "b", dry_run, "s", discard),
                                 SD_BUS_RESULT("at", job_ids), method_reclaim, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Compact", SD_BUS_ARGS("s", name), SD_BUS_RESULT("t", job_id), method_compact,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Trim", SD_BUS_ARGS("as", mounts, "b", all), SD_BUS_RESULT("t", job_id),
                                 method_trim, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Cancel", SD_BUS_ARGS("t", job_id), SD_BUS_NO_RESULT, method_cancel,
@@ -601,7 +633,8 @@ static const sd_bus_vtable manager_vtable[] = {
                                 0),
         SD_BUS_SIGNAL_WITH_ARGS("JobFinished",
                                 SD_BUS_ARGS("t", job_id, "s", kind, "s", target, "s", result, "s", message, "t",
-                                            reclaimed, "b", dry_run, "t", punched),
+                                            reclaimed, "b", dry_run, "t", punched, "b", compacted, "t",
+                                            file_size_before, "t", file_size_after),
                                 0),
         SD_BUS_VTABLE_END
 };
@@ -951,12 +984,16 @@ void control_emit_job_finished(Manager *m, const Job *j, const char *result, con
         bool pass_ran = j->kind == JOB_RECLAIM && j->started;
         bool dry_run = pass_ran && j->report.dry_run;
         uint64_t punched = pass_ran ? j->report.stale_bytes + j->report.zero_bytes + j->report.free_bytes : 0;
+        bool compacting = pass_ran && j->report.compact;
+        uint64_t size_after = compacting ? j->report.file_size_after : 0;
+        uint64_t size_before = compacting ? size_after + j->report.compacted : 0;
 
         for (Connection *c = m->connections, *next; c; c = next) {
                 next = c->next;
                 if (connection_ready(c))
                         (void) sd_bus_emit_signal(c->bus, VHDRECLAIM_BUS_PATH, VHDRECLAIM_BUS_INTERFACE, "JobFinished",
-                                                  "tsssstbt", j->id, job_kind_to_string(j->kind), j->target, result,
-                                                  message ? message : "", reclaimed, (int) dry_run, punched);
+                                                  "tsssstbtbtt", j->id, job_kind_to_string(j->kind), j->target,
+                                                  result, message ? message : "", reclaimed, (int) dry_run, punched,
+                                                  (int) compacting, size_before, size_after);
         }
 }

@@ -3,7 +3,11 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "guard.h"
@@ -65,6 +69,57 @@ static int open_nonblocking(const char *path, int flags) {
         return fd;
 }
 
+#define BTRFS_SUPER_MAGIC 0x9123683E
+
+/* One line of /proc/locks, such as
+ *     "1: LEASE  ACTIVE    WRITE 17190 fe:00:10952723 0 EOF"
+ *     "2: -> LEASE  BREAKER   READ 2211 08:01:4711 0 EOF"
+ * A lease, or an NFS delegation (DELEG, which is a lease nfsd holds), on
+ * the file with this device and inode? */
+static bool locks_line_is_lease_on(char *line, dev_t dev, ino_t ino, bool match_dev) {
+        char *save = NULL;
+        bool lease = false;
+
+        for (char *w = strtok_r(line, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
+                unsigned maj, min;
+                unsigned long long i;
+                int n = 0;
+
+                if (strcmp(w, "LEASE") == 0 || strcmp(w, "DELEG") == 0)
+                        lease = true;
+                else if (sscanf(w, "%x:%x:%llu%n", &maj, &min, &i, &n) == 3 && w[n] == '\0')
+                        return lease && (ino_t) i == ino && (!match_dev || makedev(maj, min) == dev);
+        }
+        return false;
+}
+
+int guard_lease_listed(FILE *locks, dev_t dev, ino_t ino, bool match_dev) {
+        _cleanup_free_ char *line = NULL;
+        size_t size = 0;
+
+        while (getline(&line, &size, locks) >= 0)
+                if (locks_line_is_lease_on(line, dev, ino, match_dev))
+                        return 1;
+        return ferror(locks) ? -EIO : 0;
+}
+
+int guard_file_leased(const char *path) {
+        _cleanup_fclose_ FILE *f = NULL;
+        struct statfs sfs;
+        struct stat st;
+
+        if (stat(path, &st) < 0 || statfs(path, &sfs) < 0)
+                return -errno;
+        f = fopen("/proc/locks", "re");
+        if (!f)
+                return -errno;
+        /* /proc/locks names the superblock's device; on btrfs st_dev is a
+         * subvolume's instead, so only the inode can be compared there (an
+         * inode of another btrfs file system that happens to match only
+         * makes us skip this time). */
+        return guard_lease_listed(f, st.st_dev, st.st_ino, (uint64_t) sfs.f_type != BTRFS_SUPER_MAGIC);
+}
+
 static bool same_file(int a, int b) {
         struct stat sa, sb;
 
@@ -72,15 +127,27 @@ static bool same_file(int a, int b) {
 }
 
 /* Opens the image and takes the write lease without disturbing anyone.
- * A read-write open breaks other processes' read leases (Samba's oplocks)
- * even when it is non-blocking, so whether the file is free is first asked
- * through a read-only descriptor, whose lease request fails harmlessly when
- * anyone else has the file open. Only then, with nobody there, is it reopened
- * read-write; what remains is the instant between the two opens. */
+ *
+ * Any open, even a non-blocking read-only one that then fails with
+ * EWOULDBLOCK, starts breaking a conflicting lease, and its holder loses
+ * what the lease stood for. smbd holds leases for its clients' oplocks:
+ * with `kernel oplocks = yes` a write lease while a client has an exclusive
+ * or batch oplock (which a read-only open breaks), and read leases for
+ * level II oplocks (which a read-write open breaks). So first, opening
+ * nothing, /proc/locks is asked whether anyone holds a lease on the file:
+ * if so it is in use. Then whether anyone else has it open is asked through
+ * a read-only descriptor, whose lease request fails harmlessly when anyone
+ * does. Only then, with nobody there, is it reopened read-write. What
+ * remains is the instant between the look at /proc/locks and the first
+ * open, and between the two opens. */
 int guard_open_leased(const char *path, bool writable, int *ret) {
         _cleanup_close_ int probe = -1, fd = -1;
         int r;
 
+        /* Not being able to read /proc/locks is no reason to skip: the probe
+         * below still finds every opener, only less gently. */
+        if (guard_file_leased(path) > 0)
+                return -EBUSY;
         probe = open_nonblocking(path, O_RDONLY);
         if (probe < 0)
                 return probe;

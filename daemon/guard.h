@@ -2,6 +2,8 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdio.h>
+#include <sys/types.h>
 
 /* The in-use guard (DESIGN.md safety item 4): an exclusive write lease on the
  * one descriptor a pass uses for all access to an image.
@@ -14,10 +16,18 @@
  * every 50 ms of work. guard_release() drops the lease (idempotent). */
 int guard_acquire(int fd);
 /* Opens path (read-write when writable) and takes the lease, disturbing
- * nobody: whether anyone else has the file open is asked through a
- * read-only descriptor first, because even a non-blocking read-write open
- * breaks other processes' read leases (Samba's oplocks). -EBUSY when the
+ * nobody: a file someone holds a lease on (smbd does for its clients'
+ * oplocks with `kernel oplocks = yes`) is not opened at all, since even a
+ * failing non-blocking open breaks the lease; whether anyone else has the
+ * file open is then asked through a read-only descriptor, because a
+ * read-write open would break other processes' read leases. -EBUSY when the
  * image is in use, -ESTALE when the path was replaced between the two opens. */
 int guard_open_leased(const char *path, bool writable, int *ret_fd);
 bool guard_lease_broken(int fd);
+/* Whether anyone holds a lease (or NFS delegation) on path, from
+ * /proc/locks; opens nothing but /proc/locks. 1 yes, 0 no, negative errno.
+ * Only leases of processes in our PID namespace are listed there. */
+int guard_file_leased(const char *path);
+/* The same over /proc/locks-formatted text (for tests). */
+int guard_lease_listed(FILE *locks, dev_t dev, ino_t ino, bool match_dev);
 void guard_release(int fd);

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
@@ -49,4 +50,23 @@ static inline void fclosep(FILE **f) {
 
 static inline int negative_errno(void) {
         return errno > 0 ? -errno : -EIO;
+}
+
+/* Arrays of n strings (no NULL terminator needed). */
+static inline void strv_free_n(char **l, size_t n) {
+        for (size_t i = 0; l && i < n; i++)
+                free(l[i]);
+        free(l);
+}
+
+/* NULL when n is 0 or memory runs out. */
+static inline char **strv_copy_n(char *const *l, size_t n) {
+        char **c = n > 0 ? calloc(n, sizeof(char *)) : NULL;
+
+        for (size_t i = 0; c && i < n; i++)
+                if (!(c[i] = strdup(l[i]))) {
+                        strv_free_n(c, i);
+                        return NULL;
+                }
+        return c;
 }

@@ -108,6 +108,22 @@ static void record_pass(Disk *d, const Job *j) {
                 r->reclaimable = found;
 }
 
+/* What compaction did goes into the message, and so into the status, the
+ * history and the journal, whose fields stay as they were. */
+static void note_compaction(PassReport *rep) {
+        char *s = NULL;
+
+        if (!rep->compact || (rep->result != PASS_SUCCESS && rep->result != PASS_NOTHING_TO_DO))
+                return;
+        if (asprintf(&s, "%s%sfile %s from %" PRIu64 " to %" PRIu64 " bytes, %" PRIu64 " blocks moved",
+                     rep->message ? rep->message : "", rep->message && *rep->message ? "; " : "",
+                     rep->dry_run ? "would be compacted" : "compacted", rep->file_size_after + rep->compacted,
+                     rep->file_size_after, rep->blocks_moved) < 0)
+                return;
+        free(rep->message);
+        rep->message = s;
+}
+
 static void reclaim_finished(Manager *m, Job *j) {
         Disk *d = j->disk;
         _cleanup_free_ char *line = NULL;
@@ -124,6 +140,7 @@ static void reclaim_finished(Manager *m, Job *j) {
                 pass_report_set(&j->report, PASS_ERROR, "%s", j->error < 0 ? strerror(-j->error) : "no report");
         if (!j->report.path)
                 j->report.path = strdup(d ? d->path : "");
+        note_compaction(&j->report);
 
         if (d) {
                 record_pass(d, j);

@@ -50,12 +50,19 @@ void manager_unlink_job(Manager *m, Job *j) {
                 }
 }
 
-int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run, DiscardMode discard, Job **ret) {
+static int queue_pass(Manager *m, Disk *d, JobTrigger trigger, bool dry_run, DiscardMode discard, bool compact,
+                      Job **ret) {
         Job *j;
 
         if (d->job && d->job->kind != JOB_RECLAIM)
                 return -EBUSY;
         if (d->job) {
+                if (compact && !d->job->running) {
+                        /* Not started yet: it becomes the pass that was asked for. */
+                        d->job->compact_request = true;
+                        d->job->trigger = TRIGGER_MANUAL;
+                        d->job->dry_run_request = false;
+                }
                 *ret = d->job;
                 return 0;
         }
@@ -63,7 +70,7 @@ int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run,
         if (!j)
                 return -ENOMEM;
         *j = (Job) { .manager = m, .id = ++m->next_job_id, .kind = JOB_RECLAIM, .trigger = trigger, .disk = d,
-                     .discard_request = discard, .dry_run_request = dry_run };
+                     .discard_request = discard, .dry_run_request = dry_run, .compact_request = compact };
         j->target = strdup(d->name);
         if (!j->target)
                 return job_free(j), -ENOMEM;
@@ -79,6 +86,19 @@ int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run,
         manager_state_changed(m);
         *ret = j;
         return 0;
+}
+
+int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run, DiscardMode discard, Job **ret) {
+        return queue_pass(m, d, trigger, dry_run, discard, false, ret);
+}
+
+int manager_queue_compact(Manager *m, Disk *d, Job **ret) {
+        if (disk_watch_only(d))
+                return -EPERM;
+        /* A running pass has its options already: only a queued one can still change. */
+        if (d->job && d->job->kind == JOB_RECLAIM && d->job->running && !d->job->options.compact)
+                return -EBUSY;
+        return queue_pass(m, d, TRIGGER_MANUAL, false, _DISCARD_MODE_INVALID, true, ret);
 }
 
 /* Every other managed or watched image: a differencing child of this one
@@ -130,12 +150,22 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
                 .io_limit = d->settings.io_limit,
                 .max_pass_usec = d->settings.max_pass_time_usec,
                 .resume_offset = dry_run ? 0 : d->record.resume_offset,
+                .compact = j->compact_request || d->settings.compact,
                 /* Only the free tier looks for differencing children; the
                  * list copies every other image's path (O(images) a pass). */
                 .related_images = discard == DISCARD_FREE ? related_images(m, d) : NULL,
                 .unchanged_since = j->trigger != TRIGGER_MANUAL && !dry_run && d->record.have_fingerprint
                                            ? &j->unchanged_since : NULL,
         };
+        /* A copy: a reload may free the configuration while the pass runs.
+         * Without it (out of memory) no mount counts as declared local. */
+        strv_free_n(j->local_mounts, j->n_local_mounts);
+        j->n_local_mounts = 0;
+        j->local_mounts = strv_copy_n(m->config->local_mounts, m->config->n_local_mounts);
+        if (j->local_mounts)
+                j->n_local_mounts = m->config->n_local_mounts;
+        j->options.local_mounts = j->local_mounts;
+        j->options.n_local_mounts = j->n_local_mounts;
         j->started = true;
         d->written = false;
         watch_disarm_idle(d);

@@ -95,6 +95,7 @@ struct Job {
         /* The pass's parameters, copied so the thread reads nothing the loop changes. */
         DiscardMode discard_request;    /* _DISCARD_MODE_INVALID: the disk's own */
         bool dry_run_request;
+        bool compact_request;           /* Compact call: compact whatever the disk's compact= says */
         bool started;
         /* A watch-only disk's measure, which stands for its pass; with the
          * file's size and mtime when it started. */
@@ -106,6 +107,8 @@ struct Job {
         char *path;
         PassOptions options;
         Fingerprint unchanged_since;    /* options.unchanged_since points here */
+        char **local_mounts;    /* options.local_mounts points here */
+        size_t n_local_mounts;
         uint64_t start_realtime;
         uint64_t start_monotonic;
 
@@ -240,6 +243,11 @@ int manager_queue_unsparse(Manager *m, Disk *d, sd_bus_message *request, Job **r
 /* Queues a pass; dry_run, discard (_DISCARD_MODE_INVALID: the disk's own)
  * as given. Returns the job (existing one when the disk already has one). */
 int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run, DiscardMode discard, Job **ret);
+/* Queues a manual pass that compacts the disk whatever its compact= says
+ * (a queued pass of the disk is upgraded to one). -EPERM for a watch-only
+ * disk (sparse=false, discard=none), -EBUSY while another kind of job or a
+ * pass that does not compact runs on it. */
+int manager_queue_compact(Manager *m, Disk *d, Job **ret);
 int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, Job **ret);
 int manager_cancel_job(Manager *m, uint64_t id);
 

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "notify.h"
+#include "timespan.h"
 
 void notify_ready(void) {
         (void) sd_notify(false, "READY=1");
@@ -22,18 +23,6 @@ void notify_reloading(void) {
 
 void notify_stopping(void) {
         (void) sd_notify(false, "STOPPING=1");
-}
-
-/* "3h", "12min", "40s", as people say them; rounded down to one unit. */
-static void format_relative(char *buf, size_t size, uint64_t usec) {
-        if (usec >= USEC_PER_DAY)
-                snprintf(buf, size, "%" PRIu64 "d", usec / USEC_PER_DAY);
-        else if (usec >= USEC_PER_HOUR)
-                snprintf(buf, size, "%" PRIu64 "h", usec / USEC_PER_HOUR);
-        else if (usec >= USEC_PER_MINUTE)
-                snprintf(buf, size, "%" PRIu64 "min", usec / USEC_PER_MINUTE);
-        else
-                snprintf(buf, size, "%" PRIu64 "s", usec / USEC_PER_SEC);
 }
 
 static void append_running(FILE *f, Manager *m) {
@@ -82,10 +71,10 @@ int notify_format_status(Manager *m, char **ret) {
 
                 fprintf(f, "idle; %zu image%s", m->n_disks, m->n_disks == 1 ? "" : "s");
                 if (next) {
-                        char rel[32];
+                        char rel[TIMESPAN_UNIT_MAX];
 
-                        format_relative(rel, sizeof rel, next > now ? next - now : 0);
-                        fprintf(f, ", next pass in %s", rel);
+                        fprintf(f, ", next pass in %s",
+                                format_timespan_unit(rel, next > now ? next - now : 0));
                 }
         }
         if (fclose(f) != 0)

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "compact.h"
 #include "fsaware.h"
 #include "image.h"
 #include "log.h"
@@ -74,7 +75,9 @@ static uint64_t free_tier_allocated(const Image *img, int fd, const ExtentList *
         return total;
 }
 
-static void print_file_systems(Image *img, int fd) {
+/* Prints what the guest file systems hold; *free_file gets the file ranges
+ * the free tier would punch (none when it does not apply). */
+static void print_file_systems(Image *img, int fd, ExtentList *free_file) {
         FsScan scan = {};
         int r;
 
@@ -99,13 +102,57 @@ static void print_file_systems(Image *img, int fd) {
         }
         if (fsaware_first_unclean(&scan))
                 printf("free tier           skipped: a file system is not clean\n");
-        else
+        else {
                 printf("free tier           would punch up to %" PRIu64 " bytes (guest free space in allocated file data)\n",
                        free_tier_allocated(img, fd, &scan.free));
+                if (image_map_virtual_ranges(img, &scan.free, free_file) >= 0)
+                        extent_list_normalize(free_file);
+                else
+                        extent_list_clear(free_file);
+        }
         fsaware_scan_done(&scan);
 }
 
+/* How small compaction would make the file: a dry run, which only reads
+ * (through this read-only descriptor). The safe tiers' figure is what a pass
+ * with --discard=safe reaches; the free tier's ranges read as zeros once
+ * punched, so discard=free may reach further. */
+static void print_compaction(Image *img, int fd, const ExtentList *free_file) {
+        CompactControl c = { .dry_run = true };
+        CompactResult res, with_free;
+        const char *why = NULL;
+        int r;
+
+        if (!img->vhdx) {
+                printf("compaction          does not apply: a raw image has no blocks to move\n");
+                return;
+        }
+        if (img->vhdx->log_dirty) {
+                printf("compaction          does not apply: the log is not empty\n");
+                return;
+        }
+        r = compact_vhdx(img->vhdx, fd, &c, &res, &why);
+        if (r == -EOPNOTSUPP) {
+                printf("compaction          does not apply: %s\n", why);
+                return;
+        }
+        if (r < 0) {
+                printf("compaction          cannot be estimated: %s\n", strerror(-r));
+                return;
+        }
+        printf("compaction          would take the file from %" PRIu64 " to %" PRIu64 " bytes (%" PRIu64
+               " blocks moved, %" PRIu64 " blocks that read as zeros dropped)\n",
+               res.file_size_before, res.file_size_after, res.blocks_moved, res.blocks_zeroed);
+        if (free_file->n == 0)
+                return;
+        c.known_zero = free_file;
+        if (compact_vhdx(img->vhdx, fd, &c, &with_free, &why) >= 0 && with_free.file_size_after != res.file_size_after)
+                printf("                    to %" PRIu64 " bytes (%" PRIu64 " blocks moved) after the free tier (discard=free)\n",
+                       with_free.file_size_after, with_free.blocks_moved);
+}
+
 int once_inspect(const char *path, DiskFormat format) {
+        ExtentList free_file = {};
         _cleanup_close_ int fd = -1;
         _cleanup_free_ char *error = NULL;
         Image *img = NULL;
@@ -129,7 +176,9 @@ int once_inspect(const char *path, DiskFormat format) {
                 vhdx_print_inspect(img->vhdx, stdout);
         print_layout(img);
         if (!img->vhdx || !img->vhdx->log_dirty)
-                print_file_systems(img, fd);
+                print_file_systems(img, fd, &free_file);
+        print_compaction(img, fd, &free_file);
+        extent_list_done(&free_file);
         image_free(img);
         return 0;
 }

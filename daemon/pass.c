@@ -13,6 +13,7 @@
 
 #include "compact.h"
 #include "guard.h"
+#include "hostfs.h"
 #include "log.h"
 #include "macro.h"
 #include "pass.h"
@@ -27,6 +28,7 @@ static const char *const result_names[_PASS_RESULT_MAX] = {
         [PASS_SKIPPED_FIXED] = "skipped-fixed",
         [PASS_SKIPPED_DIFFERENCING] = "skipped-differencing",
         [PASS_SKIPPED_UNCLEAN_FS] = "skipped-unclean-fs",
+        [PASS_SKIPPED_UNSAFE_FS] = "skipped-unsafe-fs",
         [PASS_SKIPPED_THRESHOLD] = "skipped-threshold",
         [PASS_REFUSED_INVALID] = "refused-invalid",
         [PASS_ERROR] = "error",
@@ -382,6 +384,23 @@ static int pass_compact(PassState *s, Image *img, const FreeTier *free_tier) {
         return res.blocks_zeroed + res.blocks_moved > 0 || rep->compacted > 0;
 }
 
+/* minReclaim counts what compaction wins too: a pass whose punching alone
+ * stays below it (a disk punched before, say) still compacts when the file
+ * would shrink by at least that much. Nothing was punched: the report's
+ * figures were estimates, and it goes on as a pass that punched nothing.
+ * Returns 0 to go on compacting, -EALREADY to stay skipped-threshold. */
+static int compact_past_threshold(PassState *s, Image *img) {
+        CompactControl c = { .dry_run = true, .check = pass_check, .userdata = s };
+        CompactResult res;
+        const char *why = NULL;
+
+        if (img->format != IMAGE_FORMAT_VHDX || compact_vhdx(img->vhdx, s->fd, &c, &res, &why) < 0 ||
+            res.file_size_before - res.file_size_after < s->o->min_reclaim)
+                return -EALREADY;
+        s->rep->stale_bytes = s->rep->zero_bytes = s->rep->free_bytes = 0;
+        return 0;
+}
+
 static void pass_on_image(PassState *s, Image *img) {
         PassReport *rep = s->rep;
         ExtentList structures = {}, data = {}, stale = {};
@@ -406,6 +425,8 @@ static void pass_on_image(PassState *s, Image *img) {
         s->free_tier = &free_tier;
         s->progress_base = 0;
         r = run_tiers(s, &structures, &data);
+        if (r == -EALREADY && s->o->compact)
+                r = compact_past_threshold(s, img);
         if (r < 0)
                 goto finish;    /* run_tiers() reported the stop */
 
@@ -496,12 +517,38 @@ static void report_what_is_known(PassReport *rep, const char *path, DiskFormat f
                 rep->virtual_size = rep->file_size;
 }
 
+/* Rule 6, before anything is opened: where a lease cannot see every opener,
+ * taking one would prove nothing. */
+static bool pass_host_fs_safe(PassState *s, const char *path, dev_t *ret_dev) {
+        _cleanup_free_ char *why = NULL;
+        int r;
+
+        /* No device matches (dev_t) -1: if path could not be examined, the
+         * open says why, or, should it succeed meanwhile, counts as a
+         * replaced file. */
+        *ret_dev = (dev_t) -1;
+        r = hostfs_check(path, s->o->local_mounts, s->o->n_local_mounts, ret_dev, &why);
+        if (r <= 0)
+                return true;
+        pass_report_set(s->rep, PASS_SKIPPED_UNSAFE_FS, "%s", why ?: "network or shared file system");
+        report_sizes_from_path(s->rep, path);
+        report_what_is_known(s->rep, path, s->o->format);
+        return false;
+}
+
+static bool fd_on_device(int fd, dev_t dev) {
+        struct stat st;
+
+        return fstat(fd, &st) >= 0 && st.st_dev == dev;
+}
+
 static void pass_open_and_run(PassState *s, const char *path) {
         const PassOptions *o = s->o;
         PassReport *rep = s->rep;
         _cleanup_close_ int fd = -1;
         _cleanup_free_ char *error = NULL;
         Image *img = NULL;
+        dev_t dev;
         int r;
 
         /* Before any open: a directory, device or FIFO is refused as
@@ -512,7 +559,11 @@ static void pass_open_and_run(PassState *s, const char *path) {
                 return;
         }
 
+        if (!pass_host_fs_safe(s, path, &dev))
+                return;
         r = guard_open_leased(path, !o->dry_run, &fd);
+        if (r >= 0 && !fd_on_device(fd, dev))
+                r = -ESTALE;    /* the path now leads elsewhere than what was checked */
         if (r == -EBUSY) {
                 pass_report_set(rep, PASS_SKIPPED_IN_USE, "another process has the image open");
                 report_sizes_from_path(rep, path);

@@ -21,6 +21,7 @@ typedef enum PassResult {
         PASS_SKIPPED_FIXED,
         PASS_SKIPPED_DIFFERENCING,
         PASS_SKIPPED_UNCLEAN_FS,
+        PASS_SKIPPED_UNSAFE_FS,         /* network, cluster or FUSE file system (rule 6) */
         PASS_SKIPPED_THRESHOLD,
         PASS_REFUSED_INVALID,
         PASS_ERROR,
@@ -39,6 +40,10 @@ typedef struct PassOptions {
         uint64_t io_limit;              /* bytes/s; 0 = unlimited */
         uint64_t max_pass_usec;         /* 0 = unlimited */
         uint64_t resume_offset;         /* zero tier starts here (file offset) */
+        /* [reclaim] localMounts: file systems the admin declares used by this
+         * host alone, where an otherwise unsafe type may be punched. */
+        char *const *local_mounts;
+        size_t n_local_mounts;
         const atomic_bool *cancel;      /* set by another thread to stop; may be NULL */
         /* Progress of the zero tier: bytes examined of total. May be NULL.
          * Called on the pass's thread. */

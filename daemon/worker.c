@@ -40,6 +40,7 @@ Job *job_free(Job *j) {
                 return NULL;
         free(j->target);
         free(j->path);
+        strv_free_n(j->local_mounts, j->n_local_mounts);
         pass_report_done(&j->report);
         pass_options_done(&j->options);
         trim_mounts_free(j->trim_mounts, j->n_trim_mounts);

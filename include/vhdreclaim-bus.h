@@ -24,6 +24,13 @@
  *     Unknown name -> error VHDRECLAIM_ERROR_NO_SUCH_DISK.
  *  W Reclaim(as names, b all, b dry_run, s discard) -> at job_ids
  *        discard "" = each disk's configured mode, else "safe" | "free".
+ *  W Compact(s name) -> t job_id
+ *        queues a manual pass of that disk that also compacts the VHDX file
+ *        (compact.h), whatever its compact= setting; a queued pass of the
+ *        disk becomes one and its id is returned. Progress and JobFinished as
+ *        for Reclaim. VHDRECLAIM_ERROR_FAILED for a watch-only disk
+ *        (sparse=false or discard=none), VHDRECLAIM_ERROR_BUSY while a job
+ *        that does not compact runs on it.
  *  W Trim(as mounts, b all) -> t job_id
  *        mounts empty and all=false = the configured [trim] mounts; job_id 0
  *        when there is nothing to trim (none given, none configured).
@@ -51,11 +58,17 @@
  *
  * Signals:
  *  JobProgress(t job_id, s target, t done, t total, d rate)   at most 4 per second per job
- *  JobFinished(t job_id, s kind, s target, s result, s message, t reclaimed, b dry_run, t punched)
+ *  JobFinished(t job_id, s kind, s target, s result, s message, t reclaimed, b dry_run, t punched,
+ *              b compacted, t file_size_before, t file_size_after)
  *        reclaimed: measured from st_blocks (0 for a dry run); dry_run: the
  *        pass changed nothing (asked for, or the disk is watch-only);
  *        punched: stale + zero + free bytes punched, or that would be
- *        punched by a dry run
+ *        punched by a dry run; compacted: the pass ran compaction (compact=
+ *        or Compact), and then the file's apparent size before and after it
+ *        (what it would be after, for a dry run), else false, 0, 0.
+ *        The fields after message were added over time, always at the end:
+ *        a client reads the ones it knows and those that follow may be absent
+ *        (daemons before compaction send eight).
  *
  * busctl --address=unix:path=SOCKET sends org.freedesktop.DBus.Hello first;
  * the daemon answers it with a unique name as a bus would.

@@ -58,6 +58,13 @@ for i in 10 11 12; do
 done
 echo "remaining files: identical"
 
+step "vhdreclaimd --once --compact --json ext4.vhdx (shrink the file itself, in place: Optimize-VHD -Mode Full)"
+"$daemon" --once --compact --json ext4.vhdx
+usage ext4.vhdx
+qemu-img check -q ext4.vhdx && echo "qemu-img check: no errors"
+qemu-img convert -O raw ext4.vhdx compacted.raw
+cmp -s after.raw compacted.raw && echo "qemu-img convert: the guest reads exactly what it read before compaction"
+
 step "3. The service: vhdreclaimd managing both fresh copies, driven by vhdreclaimctl"
 cp --sparse=never disk-before.vhdx hyperv.vhdx
 qemu-img convert -O vhdx -o subformat=dynamic,block_size=1M ext4.raw wsl.vhdx

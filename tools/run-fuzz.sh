@@ -17,17 +17,25 @@ build=build-fuzz
 seconds=${FUZZ_SECONDS:-60}
 parallel=${FUZZ_PARALLEL:-2}
 
+all_targets=$(cd "$top/tests/fuzz/corpus" && ls)
+targets=
+for t in ${FUZZ_TARGETS:-$all_targets}; do
+        # fuzz-ctl-args exists only once ctl/args.c does.
+        if [ "$t" = ctl-args ] && [ ! -f ctl/args.c ]; then continue; fi
+        targets+="$t "
+done
+# --list: the targets a run would fuzz, one a line (tools/run-tests.sh
+# counts each as a result and fails one that did not run).
+if [ "${1:-}" = --list ]; then
+        printf '%s\n' $targets
+        exit 0
+fi
 if [ ! -d "$build" ]; then
         CC=clang meson setup "$build" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false -Dtests=false >/dev/null \
                 || { echo "run-fuzz: meson setup $build failed"; exit 1; }
 fi
-
-all_targets=$(cd "$top/tests/fuzz/corpus" && ls)
-targets=${FUZZ_TARGETS:-$all_targets}
 build_targets=()
 for t in $targets; do
-        # fuzz-ctl-args exists only once ctl/args.c does.
-        if [ "$t" = ctl-args ] && [ ! -f ctl/args.c ]; then continue; fi
         build_targets+=("tests/fuzz/fuzz-$t")
 done
 ninja -C "$build" "${build_targets[@]}" >/dev/null || { ninja -C "$build" "${build_targets[@]}" | tail -30; echo "run-fuzz: build failed"; exit 1; }
@@ -65,7 +73,6 @@ run_one() {
 
 running=0
 for t in $targets; do
-        if [ "$t" = ctl-args ] && [ ! -f ctl/args.c ]; then continue; fi
         run_one "$t" &
         running=$((running + 1))
         if [ "$running" -ge "$parallel" ]; then
@@ -80,7 +87,10 @@ printf '%-12s %12s %8s %9s\n' target executions coverage findings
 for s in "$out"/*.summary; do
         read -r t execs cov findings status <"$s"
         printf '%-12s %12s %8s %9s\n' "$t" "$execs" "$cov" "$findings"
-        if [ "$findings" -gt 0 ] || [ "$status" -ne 0 ]; then
+        if [ "${execs:-0}" -eq 0 ] && [ "$status" -eq 0 ]; then
+                failed=1
+                echo "fuzz-$t: FAILED: it ran no input; log $out/$t.log"
+        elif [ "$findings" -gt 0 ] || [ "$status" -ne 0 ]; then
                 failed=1
                 echo "fuzz-$t: FAILED (exit $status); findings in $out/$t/findings/, log $out/$t.log:"
                 grep -E 'ERROR|invariant failed|SUMMARY' "$out/$t.log" | head -5

@@ -30,10 +30,17 @@ MiB = 1024 * 1024
 _daemons = []
 
 
+SKIP_STATUS = 77   # meson's SKIP
+
+
 def skip(reason):
-    """Exit 77 (meson's skip), or fail under CI=true where nothing may be missing."""
-    print(f"SKIP: {reason}")
-    sys.exit(1 if os.environ.get("CI") == "true" else 77)
+    """Exit 77 (meson's skip), or fail under CI=true where nothing may be missing.
+    Inside main() the SystemExit ends only the running test: see main()."""
+    if os.environ.get("CI") == "true":
+        print(f"FAILED (CI=true, nothing may be missing): {reason}", flush=True)
+        sys.exit(1)
+    print(f"SKIP: {reason}", flush=True)
+    sys.exit(SKIP_STATUS)
 
 
 def require_tools(*tools):
@@ -253,8 +260,9 @@ class TempDir:
 
 
 def main(tests):
-    """Runs test functions, each in a fresh temp dir; prints and exits."""
-    failed = 0
+    """Runs test functions, each in a fresh temp dir; prints and exits: 1 when
+    any test failed (a failure always wins), else 77 when any skipped, else 0."""
+    failed = skipped = 0
     only = sys.argv[1:]
     for t in tests:
         if only and t.__name__ not in only:
@@ -265,6 +273,15 @@ def main(tests):
             try:
                 t(tmp)
                 print(f"ok   {t.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
+            except SystemExit as e:
+                # skip() or sys.exit() inside a test ends that test only: the
+                # others still run, and an earlier failure is not lost.
+                if e.code == SKIP_STATUS:
+                    skipped += 1
+                    print(f"SKIP {t.__name__}", flush=True)
+                else:
+                    failed += 1
+                    print(f"FAIL {t.__name__}: exited with {e.code!r}", flush=True)
             except Exception as e:  # noqa: BLE001 - report every failure and go on
                 failed += 1
                 print(f"FAIL {t.__name__}: {type(e).__name__}: {e}", flush=True)
@@ -286,4 +303,7 @@ def main(tests):
                             failed += 1
                             print(f"FAIL {t.__name__}: {e}", flush=True)
                 _daemons.clear()
-    sys.exit(1 if failed else 0)
+    if failed:
+        print(f"{failed} failed" + (f", {skipped} skipped" if skipped else ""), flush=True)
+        sys.exit(1)
+    sys.exit(SKIP_STATUS if skipped else 0)

@@ -24,19 +24,30 @@ JSON_FIELDS = {
     "filesystem": str, "result": str, "message": str, "duration_ms": int,
 }
 RESULTS = {"success", "nothing-to-do", "skipped-in-use", "skipped-dirty-log", "skipped-fixed",
-           "skipped-differencing", "skipped-unclean-fs", "skipped-threshold", "refused-invalid", "error",
-           "cancelled"}
+           "skipped-differencing", "skipped-unclean-fs", "skipped-unsafe-fs", "skipped-threshold", "refused-invalid",
+           "error", "cancelled"}
 # Results where the image may never have been parsed: "format" may be null.
-UNPARSED_RESULTS = {"refused-invalid", "error", "skipped-in-use"}
+UNPARSED_RESULTS = {"refused-invalid", "error", "skipped-in-use", "skipped-unsafe-fs"}
 
 
 def in_ci():
     return os.environ.get("CI") == "true"
 
 
+# Every Checker of this run: a skip must not hide their failures.
+_checkers = []
+
+
 def skip_or_fail(reason):
-    """A missing prerequisite: skip (77), or fail in CI."""
+    """A missing prerequisite: skip (77), or fail in CI. A check that already
+    failed wins: the exit is then 1, never a skip."""
     print(("FAILED (CI): " if in_ci() else "skipping: ") + reason, flush=True)
+    earlier = [f for c in _checkers for f in c.failures]
+    if earlier:
+        print(f"\n{len(earlier)} check(s) failed before that:")
+        for f in earlier:
+            print("  " + f)
+        sys.exit(1)
     sys.exit(1 if in_ci() else 77)
 
 
@@ -45,6 +56,17 @@ class Checker:
 
     def __init__(self):
         self.failures = []
+        self.skipped = []
+        _checkers.append(self)
+
+    def skip(self, reason):
+        """A part that cannot run here (a missing prerequisite): the others go
+        on, and the run exits 77 at the end, or fails under CI=true."""
+        if in_ci():
+            return self.check(False, f"{reason} (CI=true: nothing may be missing)")
+        print("SKIP   " + reason, flush=True)
+        self.skipped.append(reason)
+        return False
 
     def check(self, ok, what):
         print(("ok     " if ok else "FAILED ") + what, flush=True)
@@ -61,6 +83,11 @@ class Checker:
             for f in self.failures:
                 print("  " + f)
             sys.exit(1)
+        if self.skipped:
+            print(f"\nall checks passed; {len(self.skipped)} part(s) skipped (exit 77):")
+            for r in self.skipped:
+                print("  " + r)
+            sys.exit(77)
         print("\nall checks passed")
         sys.exit(0)
 
@@ -187,7 +214,8 @@ def decompress_fixture(name, dest_dir):
     fixtures = os.environ.get("FIXTURES") or os.path.join(os.environ.get("SOURCE_ROOT", "."), "..", "shared", "fixtures", "vhdx")
     src = os.path.join(fixtures, name + ".bz2")
     if not os.path.exists(src):
-        skip_or_fail(f"fixture {src} not found (../shared/fixtures/vhdx is absent)")
+        skip_or_fail(f"fixture {src} not found: the ../shared/fixtures images are not part of the "
+                     "repository (a clone lacks them; CI has them and runs these tests)")
     dst = os.path.join(dest_dir, name)
     with open(dst, "wb") as out:
         subprocess.run(["bzip2", "-dc", src], stdout=out, check=True)

@@ -102,6 +102,23 @@ def test_notify_sequence(tmp):
         listener.close()
 
 
+def test_status_next_pass(tmp):
+    """The idle status names the next pass in vhdreclaimctl's spelling
+    ("in 29m", include/timespan.h), not one of its own ("29min")."""
+    img = standard_image(os.path.join(tmp, "a.vhdx"))
+    listener = NotifyListener(os.path.join(tmp, "notify"))
+    env = dict(os.environ, NOTIFY_SOCKET=os.path.join(tmp, "notify"))
+    Daemon(tmp, config(tmp, [("a", img)], reclaim={"interval": "30m"}), env=env).start()
+    try:
+        # The first pass is due at once ("in 0s"); after it, the next is 30m out.
+        i = wait_for(lambda: listener.index(lambda m: re.search(r"next pass in [1-9]", m)) + 1, 20,
+                     what="a status naming the next pass after the first") - 1
+        status = listener.texts()[i]
+        assert re.fullmatch(r"STATUS=idle; 1 image, next pass in (29|30)m", status), status
+    finally:
+        listener.close()
+
+
 def test_socket_activation(tmp):
     img = standard_image(os.path.join(tmp, "a.vhdx"))
     copy = os.path.join(tmp, "a.orig.vhdx")
@@ -134,4 +151,4 @@ if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl")
     if not shutil.which("systemd-socket-activate"):
         skip("systemd-socket-activate is not installed")
-    main([test_notify_sequence, test_socket_activation])
+    main([test_notify_sequence, test_status_next_pass, test_socket_activation])

@@ -351,4 +351,13 @@ if __name__ == "__main__":
         if not shutil.which(tool):
             print("missing %s" % tool)
             sys.exit(1 if IN_CI else 77)
-    unittest.main(verbosity=2)
+    # unittest.main exits 0 when tests were skipped, which meson shows as OK:
+    # a failure exits 1, else any skip 77 (meson's SKIP; require() already
+    # fails instead under CI=true).
+    result = unittest.main(verbosity=2, exit=False).result
+    if not result.wasSuccessful() or result.testsRun == 0:
+        sys.exit(1)
+    if result.skipped:
+        print("%d test(s) skipped: exit 77" % len(result.skipped))
+        sys.exit(77)
+    sys.exit(0)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "macro.h"
+#include "prerequisite.h"
 #include "vdisk.h"
 
 typedef struct FileVDisk {
@@ -151,13 +152,6 @@ static inline bool have_tools(const char *const *tools) {
                         ok = false;
                 }
         return ok;
-}
-
-/* The exit status for a test whose prerequisites are missing: skip (77),
- * except in CI where everything must be there. */
-static inline int missing_prerequisite_status(void) {
-        const char *ci = getenv("CI");
-        return ci && strcmp(ci, "true") == 0 ? 1 : 77;
 }
 
 static inline char *make_temp_dir(void) {

@@ -571,6 +571,47 @@ static void test_invalid_values_all_reported(void **state) {
         assert_message(f, 14, CONFIG_MESSAGE_ERROR, 21, "invalid value for pattern: 'a/*.vhdx'");
 }
 
+/* compact= is opt-in: off by default, [reclaim] sets the default, a disk or
+ * watch overrides it, and the printed form keeps where it came from. */
+static void test_compact_key(void **state) {
+        Fixture *f = *state;
+        char *printed;
+
+        load_ok(f, "[disk.a]\npath=/a.vhdx\n");
+        assert_false(f->config->reclaim.compact);
+        assert_false(f->config->disks[0].reclaim.compact);
+
+        load_ok(f,
+                "[reclaim]\n"
+                "compact=TRUE\n"
+                "[disk.a]\n"
+                "path=/a.vhdx\n"
+                "[disk.b]\n"
+                "path=/b.vhdx\n"
+                "Compact=0\n"
+                "[watch.w]\n"
+                "dir=/w\n");
+        assert_int_equal(f->msgs.n_items, 0);
+        assert_true(f->config->reclaim.compact);
+        assert_true(f->config->disks[0].reclaim.compact);
+        assert_false(f->config->disks[1].reclaim.compact);
+        assert_true(f->config->watches[0].reclaim.compact);
+        printed = print_to_string(f->config);
+        assert_non_null(strstr(printed, "maxParallel=1\ncompact=true\n"));
+        assert_non_null(strstr(printed, "[disk.a]\npath=/a.vhdx\n"));
+        assert_non_null(strstr(printed, "#compact=true (from [reclaim])\n\n[disk.b]"));
+        assert_non_null(strstr(printed, "[disk.b]\npath=/b.vhdx\ncompact=false\n"));
+        free(printed);
+
+        load_ok(f, "[watch.w]\ndir=/w\ncompact=1\n");
+        assert_false(f->config->reclaim.compact);
+        assert_true(f->config->watches[0].reclaim.compact);
+        assert_true(f->config->watches[0].overridden & (1u << RECLAIM_COMPACT));
+
+        assert_int_equal(load(f, "[disk.a]\npath=/a.vhdx\ncompact=yes\n"), -EINVAL);
+        assert_message(f, 0, CONFIG_MESSAGE_ERROR, 3, "invalid value for compact: 'yes' (expected true, false, 1 or 0)");
+}
+
 static void test_max_parallel_range(void **state) {
         Fixture *f = *state;
 
@@ -974,6 +1015,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_key_outside_section_warns, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_wslconfig_keys_are_quiet, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_invalid_values_all_reported, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_compact_key, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_max_parallel_range, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_min_hole_power_of_two, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_disk_overrides, setup, teardown),

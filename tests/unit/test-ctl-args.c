@@ -152,6 +152,29 @@ static void test_trim(void **state) {
         BAD("empty mount point name", "trim", "");
 }
 
+static void test_compact(void **state) {
+        CtlArgs a = OK("compact", "ubuntu");
+
+        assert_int_equal(a.command, CTL_COMMAND_COMPACT);
+        assert_int_equal(a.n_names, 1);
+        assert_string_equal(a.names[0], "ubuntu");
+        assert_false(a.wait);
+        ctl_args_done(&a);
+
+        a = OK("--wait", "compact", "--json", "ubuntu");
+        assert_true(a.wait);
+        assert_true(a.json);
+        assert_string_equal(a.names[0], "ubuntu");
+        ctl_args_done(&a);
+
+        BAD("compact needs exactly one disk", "compact");
+        BAD("compact needs exactly one disk", "compact", "a", "b");
+        BAD("'--all' does not apply to 'compact'", "compact", "--all");
+        BAD("'--dry-run' does not apply to 'compact'", "compact", "a", "--dry-run");
+        BAD("'--discard' does not apply to 'compact'", "compact", "a", "--discard=free");
+        BAD("empty disk name", "compact", "");
+}
+
 static void test_cancel(void **state) {
         CtlArgs a = OK("cancel", "42");
 
@@ -288,6 +311,7 @@ static void test_single_dash_is_a_name(void **state) {
 
 static void test_command_names(void **state) {
         assert_string_equal(ctl_command_to_string(CTL_COMMAND_SET_SPARSE), "set-sparse");
+        assert_string_equal(ctl_command_to_string(CTL_COMMAND_COMPACT), "compact");
         assert_null(ctl_command_to_string(_CTL_COMMAND_MAX));
         assert_null(ctl_command_to_string((CtlCommand) -1));
 }
@@ -297,6 +321,7 @@ int main(void) {
                 cmocka_unit_test(test_status),
                 cmocka_unit_test(test_reclaim),
                 cmocka_unit_test(test_trim),
+                cmocka_unit_test(test_compact),
                 cmocka_unit_test(test_cancel),
                 cmocka_unit_test(test_set_sparse),
                 cmocka_unit_test(test_simple_commands),

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include "extent.h"
 #include "guard.h"
 #include "macro.h"
+#include "prerequisite.h"
 #include "scan.h"
 #include "scratch-dir.h"
 
@@ -267,7 +269,7 @@ static void test_not_owner_without_cap_lease(void **state) {
         int status;
 
         if (geteuid() != 0)
-                skip();
+                skip_missing("test_not_owner_without_cap_lease: changing to another user needs root");
         test_file_make(*state, &f);
         pid = fork();
         assert_true(pid >= 0);
@@ -358,6 +360,136 @@ static void test_reader_breaks_lease_during_scan(void **state) {
         break_during_scan(*state, O_RDONLY, "O_RDONLY");
 }
 
+static void listed(const char *text, dev_t dev, ino_t ino, bool match_dev, int expect) {
+        _cleanup_fclose_ FILE *f = fmemopen((void *) text, strlen(text), "r");
+
+        assert_non_null(f);
+        assert_int_equal(guard_lease_listed(f, dev, ino, match_dev), expect);
+}
+
+/* /proc/locks as the kernel writes it: leases, NFS delegations, blocked
+ * waiters ("->"), and locks that are not leases. */
+static void test_lease_listed(void **state) {
+        static const char text[] =
+                "1: POSIX  ADVISORY  WRITE 812 08:01:100 0 EOF\n"
+                "2: FLOCK  ADVISORY  WRITE 813 08:01:200 0 EOF\n"
+                "3: LEASE  ACTIVE    WRITE 17190 fe:00:10952723 0 EOF\n"
+                "4: DELEG  ACTIVE    READ 900 08:02:300 0 EOF\n"
+                "5: LEASE  BREAKING  READ 17191 08:01:400 0 EOF\n"
+                "5: -> LEASE  BREAKER   READ 17192 08:01:400 0 EOF\n";
+        (void) state;
+
+        listed(text, makedev(0xfe, 0), 10952723, true, 1);
+        listed(text, makedev(8, 2), 300, true, 1);              /* DELEG */
+        listed(text, makedev(8, 1), 400, true, 1);              /* being broken */
+        listed(text, makedev(8, 1), 100, true, 0);              /* a POSIX lock is no lease */
+        listed(text, makedev(8, 1), 200, true, 0);              /* nor is flock */
+        listed(text, makedev(8, 3), 10952723, true, 0);         /* same inode, other device */
+        listed(text, makedev(8, 3), 10952723, false, 1);        /* btrfs: inode only */
+        listed("", makedev(8, 1), 1, true, 0);
+}
+
+/* A helper process that holds a lease of the given type on path, and on
+ * request reports the lease it still has (F_GETLEASE). */
+typedef struct LeaseHolder {
+        pid_t pid;
+        int ask;        /* write end: one byte asks */
+        int answer;     /* read end: an int, F_WRLCK/F_RDLCK/F_UNLCK or -errno */
+} LeaseHolder;
+
+static _noreturn_ void lease_holder_child(const char *path, int type, int ask, int answer) {
+        int fd, got;
+        char c;
+
+        /* Leases are broken by signal; the holder only reports. */
+        signal(SIGIO, SIG_IGN);
+        fd = open(path, (type == F_WRLCK ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+        got = fd < 0 || fcntl(fd, F_SETLEASE, type) < 0 ? -errno : fcntl(fd, F_GETLEASE);
+        if (write(answer, &got, sizeof got) != sizeof got)
+                _exit(3);
+        while (read(ask, &c, 1) == 1) {
+                got = fcntl(fd, F_GETLEASE);
+                if (write(answer, &got, sizeof got) != sizeof got)
+                        _exit(3);
+        }
+        _exit(0);
+}
+
+static int lease_holder_ask(LeaseHolder *h) {
+        int got = -EIO;
+
+        assert_int_equal(write(h->ask, "?", 1), 1);
+        assert_int_equal(read(h->answer, &got, sizeof got), (ssize_t) sizeof got);
+        return got;
+}
+
+static void lease_holder_start(LeaseHolder *h, const char *path, int type) {
+        int ask[2], answer[2], got = -EIO;
+
+        assert_int_equal(pipe2(ask, O_CLOEXEC), 0);
+        assert_int_equal(pipe2(answer, O_CLOEXEC), 0);
+        h->pid = fork();
+        assert_true(h->pid >= 0);
+        if (h->pid == 0) {
+                close(ask[1]);
+                close(answer[0]);
+                lease_holder_child(path, type, ask[0], answer[1]);
+        }
+        close(ask[0]);
+        close(answer[1]);
+        h->ask = ask[1];
+        h->answer = answer[0];
+        assert_int_equal(read(h->answer, &got, sizeof got), (ssize_t) sizeof got);
+        assert_int_equal(got, type);
+}
+
+static void lease_holder_stop(LeaseHolder *h) {
+        int status;
+
+        close(h->ask);
+        close(h->answer);
+        assert_int_equal(waitpid(h->pid, &status, 0), h->pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* As smbd does for a client's oplock with `kernel oplocks = yes`: someone
+ * holds a lease on the image. The pass must be skipped without opening the
+ * file at all, since even a failing non-blocking open starts the break and
+ * the holder (the SMB client) would lose its oplock. */
+static void leased_elsewhere_is_skipped_undisturbed(const char *dir, int type, bool writable) {
+        TestFile f;
+        LeaseHolder h;
+        int fd = -1;
+
+        test_file_make(dir, &f);
+        close(f.fd);
+        f.fd = -1;
+        lease_holder_start(&h, f.path, type);
+        assert_int_equal(guard_file_leased(f.path), 1);
+        assert_int_equal(guard_open_leased(f.path, writable, &fd), -EBUSY);
+        assert_int_equal(fd, -1);
+        /* The break, had it started, would show here at once. */
+        assert_int_equal(lease_holder_ask(&h), type);
+        lease_holder_stop(&h);
+
+        /* The holder is gone: the image is free again. */
+        assert_int_equal(guard_file_leased(f.path), 0);
+        assert_int_equal(guard_open_leased(f.path, writable, &fd), 0);
+        assert_false(guard_lease_broken(fd));
+        guard_release(fd);
+        close(fd);
+        test_file_done(&f);
+}
+
+static void test_write_leased_elsewhere_is_undisturbed(void **state) {
+        leased_elsewhere_is_skipped_undisturbed(*state, F_WRLCK, false);
+        leased_elsewhere_is_skipped_undisturbed(*state, F_WRLCK, true);
+}
+
+static void test_read_leased_elsewhere_is_undisturbed(void **state) {
+        leased_elsewhere_is_skipped_undisturbed(*state, F_RDLCK, true);
+}
+
 static int scratch_setup(void **state) {
         return scratch_dir_setup(state, "test-guard");
 }
@@ -370,6 +502,9 @@ int main(void) {
                 cmocka_unit_test(test_own_sigio_handler_is_left_alone),
                 cmocka_unit_test(test_writer_breaks_lease_during_scan),
                 cmocka_unit_test(test_reader_breaks_lease_during_scan),
+                cmocka_unit_test(test_lease_listed),
+                cmocka_unit_test(test_write_leased_elsewhere_is_undisturbed),
+                cmocka_unit_test(test_read_leased_elsewhere_is_undisturbed),
         };
-        return cmocka_run_group_tests(tests, scratch_setup, scratch_dir_teardown);
+        return prerequisite_exit(cmocka_run_group_tests(tests, scratch_setup, scratch_dir_teardown));
 }
