@@ -237,6 +237,16 @@ static int plan_moves(const Vhdx *v, const Live *live, size_t n, Plan *p) {
                 goto finish;
         extent_list_normalize(&used);
         p->new_end = MIN(v->file_size, used.n > 0 ? extent_end(&used.items[used.n - 1]) : v->file_size);
+
+        /* Only moves that let the cut come down are worth their copy: with a
+         * structure at the end of the file (a BAT moved there by a resize,
+         * say) the blocks below it may as well stay. Dropping a move keeps
+         * its block below the cut, so the cut stays where it is. */
+        size_t kept = 0;
+        for (size_t i = 0; i < p->n_moves; i++)
+                if (p->moves[i].from + bs > p->new_end)
+                        p->moves[kept++] = p->moves[i];
+        p->n_moves = kept;
 finish:
         extent_list_done(&used);
         extent_list_done(&all);
@@ -447,8 +457,14 @@ int compact_vhdx(Vhdx *v, int fd, const CompactControl *c, CompactResult *res, c
         if (r < 0)
                 goto finish;
 
+        if (p.new_end >= v->file_size) {
+                /* Nothing would shrink: marking zero blocks alone would only
+                 * rewrite the headers and the BAT for nothing. */
+                *ret_why = "the file cannot shrink: a structure or live block ends at its end";
+                goto finish;
+        }
         res->file_size_after = p.new_end;
-        if (c->dry_run || (p.n_zeroed == 0 && p.n_moves == 0 && p.new_end >= v->file_size)) {
+        if (c->dry_run) {
                 /* Nothing written: the file stays byte-identical. */
                 res->blocks_zeroed = p.n_zeroed;
                 res->blocks_moved = p.n_moves;

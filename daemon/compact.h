@@ -44,7 +44,8 @@ typedef struct CompactResult {
 
 /* Fixed and differencing disks are not compacted (-EOPNOTSUPP, *ret_why says
  * why): a fixed disk must keep its blocks allocated, and a differencing disk's
- * unallocated blocks mean "read the parent". Returns 0 when done (possibly with
- * nothing to do: then nothing was written), or the negative errno of the stop
+ * unallocated blocks mean "read the parent". Returns 0 when done, or when
+ * nothing would shrink (then nothing was written, and *ret_why says why when
+ * something stands at the end of the file), or the negative errno of the stop
  * (check()'s, or an I/O error such as -ENOSPC) with the image valid. */
 int compact_vhdx(Vhdx *v, int fd, const CompactControl *c, CompactResult *res, const char **ret_why);

@@ -265,6 +265,39 @@ static int scan_add_partitions(VDisk *d, FsScan *s, const PartitionTable *t) {
         return 0;
 }
 
+/* A file system at offset 0 and a partition table describe two different
+ * disks: a whole-disk mkfs leaves the old table's sector 0 to any writer that
+ * puts it back, and sfdisk in script mode leaves an old whole-disk superblock
+ * at 1024 under a new MBR. Whichever is stale, the other's free space may be
+ * its data, and nothing on the disk says which is live: what is not
+ * understood is refused. Only the bytes before the first partition are
+ * probed: with a live table they are the table's and the boot code's, and a
+ * signature inside partition 1 belongs to partition 1. */
+static int scan_check_ambiguous(VDisk *d, FsScan *s, const PartitionTable *t) {
+        FsPartition whole = { .index = 0, .offset = 0, .size = d->size };
+        const Partition *first;
+        const FsBackend *b;
+        int r;
+
+        if (t->kind == PARTITION_TABLE_NONE || t->n_parts == 0)
+                return 0;
+        first = &t->parts[0];   /* sorted by offset */
+        whole.size = first->offset;
+        r = probe_partition(d, &whole, &b);
+        if (r < 0)
+                return r;
+        if (whole.kind == FS_UNKNOWN)
+                return 0;
+        snprintf(s->ambiguous, sizeof s->ambiguous,
+                 "ambiguous layout: %s %s file system at offset 0 and %s %s partition table with partition %d "
+                 "at offset 0x%" PRIx64 ": the free tier cannot tell which is live",
+                 strchr("aeioxnlAEIOXNL", kind_name(whole.kind)[0]) ? "an" : "a", kind_name(whole.kind),
+                 t->kind == PARTITION_TABLE_MBR ? "an" : "a",
+                 t->kind == PARTITION_TABLE_MBR ? "MBR" : "GPT", first->index, first->offset);
+        log_debug("%s", s->ambiguous);
+        return 0;
+}
+
 int fsaware_scan(VDisk *d, FsScan *ret) {
         _cleanup_(partition_table_done) PartitionTable t = {};
         int r;
@@ -275,6 +308,10 @@ int fsaware_scan(VDisk *d, FsScan *ret) {
                 return scan_fail(ret, r, "partition table: %s", t.error);
         ret->table = t.kind;
         ret->gpt_backup_used = t.gpt_backup_used;
+
+        r = scan_check_ambiguous(d, ret, &t);
+        if (r < 0)
+                return scan_fail(ret, r, "reading the start of the disk: %s", strerror(-r));
 
         r = scan_add_partitions(d, ret, &t);
         if (r < 0)
@@ -288,7 +325,7 @@ int fsaware_scan(VDisk *d, FsScan *ret) {
                 r = probe_partition(d, p, &b);
                 if (r < 0)
                         return scan_fail(ret, r, "reading %s: %s", where(p).s, strerror(-r));
-                if (!b)
+                if (!b || ret->ambiguous[0])
                         continue;
                 p->supported = true;
                 r = backend_scan(b, d, p, &ret->free);

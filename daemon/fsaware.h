@@ -60,6 +60,11 @@ typedef struct FsScan {
         /* Virtual-disk byte ranges that clean ext2/3/4 file systems mark
          * free, normalized. Unclean file systems contribute nothing. */
         ExtentList free;
+        /* Non-empty when the disk holds both a file system at offset 0 and a
+         * partition table with partitions: one of them is stale and nothing
+         * says which, so no volume is read (free stays empty; the partitions
+         * are only named) and the free tier is skipped with this message. */
+        char ambiguous[320];
         char error[256];        /* why fsaware_scan() failed */
 } FsScan;
 

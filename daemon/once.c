@@ -100,7 +100,9 @@ static void print_file_systems(Image *img, int fd, ExtentList *free_file) {
                 fsaware_describe(&scan.parts[i], line, sizeof line);
                 printf("  %s\n", line);
         }
-        if (fsaware_first_unclean(&scan))
+        if (scan.ambiguous[0])
+                printf("free tier           skipped: %s\n", scan.ambiguous);
+        else if (fsaware_first_unclean(&scan))
                 printf("free tier           skipped: a file system is not clean\n");
         else {
                 printf("free tier           would punch up to %" PRIu64 " bytes (guest free space in allocated file data)\n",

@@ -79,6 +79,11 @@ int free_tier_prepare(FreeTier *ft, Image *img, bool enabled, char *const *also,
                 goto finish;
 
         if (enabled) {
+                if (scan.ambiguous[0]) {
+                        pass_report_set(rep, PASS_SKIPPED_UNCLEAN_FS, "%s", scan.ambiguous);
+                        r = 0;
+                        goto finish;
+                }
                 unclean = fsaware_first_unclean(&scan);
                 if (unclean) {
                         pass_report_set(rep, PASS_SKIPPED_UNCLEAN_FS,

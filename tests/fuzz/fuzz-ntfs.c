@@ -12,8 +12,9 @@
  *
  * Invariants: on success every free range lies inside a partition that a
  * backend read and found clean, each partition's free_bytes adds up to the
- * list's total, and the list is normalized; on failure no partitions and a
- * reason. */
+ * list's total, and the list is normalized; an ambiguous layout (a file
+ * system at offset 0 and a partition table) reads no volume and lists nothing
+ * free; on failure no partitions and a reason. */
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,7 +74,12 @@ static void check_scan(const FsScan *s, const VDisk *d) {
                 if (p->supported && !p->clean)
                         check(p->reason[0] != 0);
                 sum += p->free_bytes;
+                /* An ambiguous layout reads no volume. */
+                if (s->ambiguous[0])
+                        check(!p->supported);
         }
+        if (s->ambiguous[0])
+                check(s->free.n == 0);
         for (size_t i = 0; i < s->free.n; i++) {
                 const Extent *x = &s->free.items[i];
                 bool inside = false;

@@ -107,3 +107,13 @@ mkdir -p "$corpus/ntfs"
 truncate -s 2M "$tmp/ntfs.img"
 mkntfs -q -F -f "$tmp/ntfs.img" >/dev/null 2>&1
 python3 "$here/sparse-encode-runs.py" "$tmp/ntfs.img" "$corpus/ntfs/whole-disk"
+# An ambiguous layout (trial finding 13): a whole-disk ext2 and, left over
+# from before it, an MBR whose partition 1 holds an old, clean ext2.
+truncate -s 4M "$tmp/amb.img" "$tmp/amb-p1.img"
+printf 'label: dos\nstart=2048, size=4096, type=83\n' | sfdisk -q "$tmp/amb.img"
+mkfs.ext2 -q -F "$tmp/amb-p1.img" 2M
+dd if="$tmp/amb-p1.img" of="$tmp/amb.img" bs=1M seek=1 count=2 conv=notrunc status=none
+dd if="$tmp/amb.img" of="$tmp/amb.mbr" bs=512 count=1 status=none
+mkfs.ext2 -q -F -E nodiscard "$tmp/amb.img"
+dd if="$tmp/amb.mbr" of="$tmp/amb.img" bs=1 skip=446 seek=446 count=66 conv=notrunc status=none
+encode --flags 0 "$tmp/amb.img" "$corpus/ntfs/ambiguous-mbr-over-ext2"

@@ -247,6 +247,40 @@ def test_writer_race(work):
     os.unlink(base)
 
 
+def test_structure_at_the_end(work):
+    """The BAT moved to the end of the file (as a resize leaves it): nothing
+    can shrink, so nothing moves and the file stays byte-identical."""
+    img = scattered_image(work, "batend")
+    v = vhdxtool.Vhdx.open(img)
+    bat = v.region(vhdxtool.BAT_REGION)
+    end = (os.path.getsize(img) + MiB - 1) // MiB * MiB
+    data = vhdxtool.read_at(img, bat.offset, bat.length)
+    with open(img, "r+b") as f:
+        f.truncate(end + max(bat.length, MiB))
+    vhdxtool.write_at(img, end, data)
+    for t_index in (0, 1):
+        table = vhdxtool.Vhdx.open(img).region_tables[t_index]
+        for e in table.entries:
+            if e.guid == vhdxtool.BAT_REGION:
+                vhdxtool.write_at(img, e.field_offset("offset"), end.to_bytes(8, "little"))
+        vhdxtool.fix_region_table_checksum(img, t_index)
+    ok, out = oncetest.qemu_img_check(img)
+    t.check(ok, f"BAT at the end: the crafted image is valid for qemu-img ({out[-160:]})")
+    # Punch first, so that the compaction's own effect is what is compared.
+    compact(img, "--discard=safe", "--dry-run")
+    oncetest.run_once(img, "--discard=safe")
+    st, digest = os.stat(img), oncetest.sha256(img)
+    r, dry = compact(img, "--discard=safe", "--dry-run")
+    t.check(dry.get("blocks_moved", -1) == 0 and dry.get("file_size_after") == st.st_size,
+            f"BAT at the end: the dry run moves nothing ({dry.get('blocks_moved')} blocks, {dry.get('file_size_after')})")
+    r, rep = compact(img, "--discard=safe")
+    t.check(rep.get("result") == "nothing-to-do" and rep.get("blocks_moved", -1) == 0,
+            f"BAT at the end: nothing-to-do, no block moved ({rep.get('result')}, {rep.get('blocks_moved')})")
+    t.check(oncetest.sha256(img) == digest and os.stat(img).st_mtime_ns == st.st_mtime_ns,
+            "BAT at the end: the file stays byte-identical, mtime included")
+    os.unlink(img)
+
+
 def test_disk_full(work):
     if os.geteuid() != 0:
         oncetest.skip_or_fail("the disk-full case mounts a tmpfs: needs root")
@@ -294,6 +328,7 @@ def main():
         test_ext4(work, 32 * MiB)
         test_kill(work)
         test_writer_race(work)
+        test_structure_at_the_end(work)
         test_disk_full(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)

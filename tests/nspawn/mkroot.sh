@@ -18,7 +18,7 @@ variant=minbase
 # (qemu-img, mkfs.ext4, python3); the shared libraries the installed
 # binaries link (libinih1; libasan8/libubsan1 for the sanitizer build).
 base_packages=(systemd systemd-sysv dbus qemu-utils e2fsprogs python3
-               libinih1 libasan8 libubsan1)
+               libinih1 libntfs-3g89 libasan8 libubsan1)
 
 cache_dir=${VHDRECLAIM_TEST_CACHE:-/var/cache/vhdreclaim-test}
 

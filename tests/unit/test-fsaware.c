@@ -304,6 +304,7 @@ static void test_gpt_two_ext4_and_swap(void **state) {
         assert_int_equal(s.parts[2].free_bytes, 0);
         assert_null(fsaware_first_unclean(&s));
         assert_summary(&s, "gpt: ext4, ext4, swap");
+        assert_string_equal(s.ambiguous, "");
 
         expected_free(p1, 2048 * SECTOR, &expected);
         expected_free(p2, 67584 * SECTOR, &expected);
@@ -355,6 +356,7 @@ static void test_mbr_primary_and_logical(void **state) {
         assert_int_equal(s.parts[2].index, 5);
         assert_int_equal(s.parts[3].index, 6);
         assert_summary(&s, "mbr: ext2, vfat, ext3, swap");
+        assert_string_equal(s.ambiguous, "");
         assert_true(s.parts[0].clean);
         assert_true(s.parts[2].clean);
 
@@ -599,6 +601,7 @@ static void test_ntfs_whole_disk_and_partition(void **state) {
         assert_int_equal(run("dd if='%s' of='%s' bs=1M seek=1 conv=notrunc,sparse status=none", p1, f->disk), 0);
         assert_int_equal(scan(f->disk, &s), 0);
         assert_summary(&s, "mbr: ntfs");
+        assert_string_equal(s.ambiguous, "");
         assert_non_null(s.parts[0].type_name);
         assert_string_equal(s.parts[0].type_name, "HPFS/NTFS/exFAT");
         assert_int_equal(total(&s.free), free_bytes);
@@ -632,6 +635,89 @@ static void test_ntfs_errors(void **state) {
         assert_non_null(strstr(s.parts[0].reason, "cannot mount"));
         assert_int_equal(s.free.n, 0);
         fsaware_scan_done(&s);
+
+        /* A volume that claims more than its partition holds: unclean. */
+        {
+                _cleanup_free_ char *nt = NULL;
+
+                assert_true(asprintf(&nt, "%s.nt", f->disk) > 0);
+                assert_int_equal(run("rm -f '%1$s' && truncate -s 24M '%1$s' && mkntfs -q -F -f '%1$s' >/dev/null 2>&1", nt), 0);
+                assert_int_equal(run("rm -f '%1$s' && truncate -s 40M '%1$s' && "
+                                     "printf 'label: gpt\nstart=2048, size=32768, type=L\n' | sfdisk -q '%1$s'", f->disk), 0);
+                place(f->disk, nt, 2048);
+                assert_int_equal(scan(f->disk, &s), 0);
+                assert_int_equal(s.n_parts, 1);
+                assert_ptr_equal(fsaware_first_unclean(&s), &s.parts[0]);
+                if (!strstr(s.parts[0].reason, "larger than its partition"))
+                        fail_msg("reason: %s", s.parts[0].reason);
+                assert_int_equal(s.free.n, 0);
+                fsaware_scan_done(&s);
+                unlink(nt);
+        }
+}
+
+static void assert_ambiguous(const char *disk, const char *expected) {
+        FsScan s;
+
+        assert_int_equal(scan(disk, &s), 0);
+        if (!strstr(s.ambiguous, expected))
+                fail_msg("ambiguous \"%s\", expected \"%s\"", s.ambiguous, expected);
+        /* Nothing is read, nothing is free; the partitions are still named. */
+        assert_int_equal(s.free.n, 0);
+        assert_true(s.n_parts > 0);
+        for (size_t i = 0; i < s.n_parts; i++)
+                assert_false(s.parts[i].supported);
+        fsaware_scan_done(&s);
+}
+
+/* A file system at offset 0 and a partition table: one is stale (trial
+ * finding 13), and the scan reads neither. */
+static void test_ambiguous_layouts(void **state) {
+        Fixture *f = *state;
+        _cleanup_free_ char *p1 = part_path(f, "p1.img"), *nt = part_path(f, "nt.img");
+
+        /* A stale MBR, and its partition's clean ext4, under a whole-disk ext4. */
+        assert_int_equal(run("rm -f '%1$s' && truncate -s 64M '%1$s' && "
+                             "printf 'label: dos\nstart=2048, size=40960, type=83\n' | sfdisk -q '%1$s'", f->disk), 0);
+        make_fs(f, p1, "mkfs.ext4", "20M");
+        place(f->disk, p1, 2048);
+        assert_int_equal(run("dd if='%1$s' of='%2$s.mbr' bs=512 count=1 status=none && "
+                             "mkfs.ext4 -q -F -E nodiscard '%1$s' >/dev/null 2>&1 && "
+                             "dd if='%2$s.mbr' of='%1$s' bs=1 skip=446 seek=446 count=66 conv=notrunc status=none",
+                             f->disk, p1), 0);
+        assert_ambiguous(f->disk, "ambiguous layout: an ext4 file system at offset 0 and an MBR partition table "
+                         "with partition 1 at offset 0x100000: the free tier cannot tell which is live");
+
+        /* A stale whole-disk superblock under a new MBR (sfdisk keeps it)
+         * and a live partition. */
+        assert_int_equal(run("rm -f '%1$s' && truncate -s 64M '%1$s' && mkfs.ext2 -q -F '%1$s' >/dev/null 2>&1 && "
+                             "printf 'label: dos\nstart=4096, size=40960, type=83\n' | sfdisk -q '%1$s'", f->disk), 0);
+        make_fs(f, p1, "mkfs.ext4", "20M");
+        place(f->disk, p1, 4096);
+        assert_ambiguous(f->disk, "an ext2 file system at offset 0 and an MBR partition table with partition 1 at offset 0x200000");
+
+        /* Any backend's file system at offset 0: an NTFS boot sector over a
+         * GPT's protective MBR. */
+        assert_int_equal(run("rm -f '%1$s' && truncate -s 16M '%1$s' && mkntfs -q -F -f '%1$s' >/dev/null 2>&1", nt), 0);
+        assert_int_equal(run("rm -f '%1$s' && truncate -s 64M '%1$s' && "
+                             "printf 'label: gpt\nstart=2048, size=40960, type=L\n' | sfdisk -q '%1$s'", f->disk), 0);
+        make_fs(f, p1, "mkfs.ext4", "20M");
+        place(f->disk, p1, 2048);
+        assert_int_equal(run("dd if='%s' of='%s' bs=512 count=1 conv=notrunc status=none", nt, f->disk), 0);
+        assert_ambiguous(f->disk, "an ntfs file system at offset 0 and a GPT partition table with partition 1 at offset 0x100000");
+        /* Without it the same disk is read. */
+        {
+                FsScan s;
+
+                assert_int_equal(run("dd if=/dev/zero of='%s' bs=512 count=1 conv=notrunc status=none", f->disk), 0);
+                assert_int_equal(scan(f->disk, &s), 0);
+                assert_string_equal(s.ambiguous, "");
+                assert_summary(&s, "gpt: ext4");
+                assert_true(s.parts[0].supported && s.parts[0].clean);
+                assert_true(s.free.n > 0);
+                fsaware_scan_done(&s);
+        }
+        unlink(nt);
 }
 
 static void test_errors(void **state) {
@@ -686,6 +772,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_gpt_clean_and_unclean, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_other_whole_disk_kinds, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_ambiguous_layouts, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_ntfs_whole_disk_and_partition, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_ntfs_errors, setup, teardown),
         };
