@@ -122,7 +122,107 @@ static int list_disks(Ctl *c, char **names, sd_bus_message **ret_reply, DiskInfo
 
 /* ---- status ---- */
 
-static void print_disks_json(const DiskInfo *disks, size_t n) {
+/* The reclaim queue as ListJobs gives it, oldest first: the names of the
+ * disks waiting for a pass (sorted copy for lookups) and of those running. */
+typedef struct Queue {
+        const char **queued;            /* in queue order */
+        size_t n_queued;
+        const char **sorted;            /* the same, by name */
+        size_t *sorted_pos;             /* 1-based positions of sorted[] */
+        const char **running;
+        size_t n_running;
+} Queue;
+
+static void queue_done(Queue *q) {
+        free(q->queued);
+        free(q->sorted);
+        free(q->sorted_pos);
+        free(q->running);
+}
+
+static const Queue *sort_queue;
+
+static int cmp_queued(const void *a, const void *b) {
+        return strcmp(sort_queue->queued[*(const size_t *) a], sort_queue->queued[*(const size_t *) b]);
+}
+
+/* Calls ListJobs; the strings point into *ret_reply. */
+static int list_queue(Ctl *c, sd_bus_message **ret_reply, Queue *q) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        const char *kind, *target, *state;
+        uint64_t id, done, total;
+        double rate;
+        size_t cap = 0;
+        int r;
+
+        if (ctl_new_call(c, "ListJobs", &m) < 0)
+                return CTL_EXIT_FAILED;
+        r = ctl_call(c, m, &reply);
+        if (r != 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', "(tsssttd)");
+        while (r >= 0 && (r = sd_bus_message_read(reply, "(tsssttd)", &id, &kind, &target, &state, &done, &total,
+                                                  &rate)) > 0) {
+                if (strcmp(kind, "reclaim") != 0)
+                        continue;
+                if (q->n_queued + q->n_running >= cap) {
+                        cap = MAX(cap * 2, (size_t) 16);
+                        const char **a = reallocarray(q->queued, cap, sizeof(char *)),
+                                   **b = a ? reallocarray(q->running, cap, sizeof(char *)) : NULL;
+                        if (a)
+                                q->queued = a;
+                        if (!a || !b)
+                                return ctl_bad_reply(-ENOMEM);
+                        q->running = b;
+                }
+                if (strcmp(state, "running") == 0)
+                        q->running[q->n_running++] = target;
+                else
+                        q->queued[q->n_queued++] = target;
+        }
+        if (r < 0)
+                return ctl_bad_reply(r);
+        q->sorted = calloc(MAX(q->n_queued, (size_t) 1), sizeof(char *));
+        q->sorted_pos = calloc(MAX(q->n_queued, (size_t) 1), sizeof(size_t));
+        if (!q->sorted || !q->sorted_pos)
+                return ctl_bad_reply(-ENOMEM);
+        for (size_t i = 0; i < q->n_queued; i++)
+                q->sorted_pos[i] = i;
+        sort_queue = q;
+        qsort(q->sorted_pos, q->n_queued, sizeof(size_t), cmp_queued);
+        for (size_t i = 0; i < q->n_queued; i++) {
+                q->sorted[i] = q->queued[q->sorted_pos[i]];
+                q->sorted_pos[i]++;
+        }
+        *ret_reply = TAKE_PTR(reply);
+        return 0;
+}
+
+static int cmp_name(const void *key, const void *elem) {
+        return strcmp(key, *(const char *const *) elem);
+}
+
+/* 1 = the next to start; 0 = not waiting in the queue. */
+static uint64_t queue_position(const Queue *q, const char *name) {
+        const char **p = q->n_queued ? bsearch(name, q->sorted, q->n_queued, sizeof(char *), cmp_name) : NULL;
+
+        return p ? q->sorted_pos[p - q->sorted] : 0;
+}
+
+static void print_queue_line(const Queue *q) {
+        if (q->n_running + q->n_queued == 0)
+                return;
+        printf("Queue: %zu running", q->n_running);
+        for (size_t i = 0; i < q->n_running && i < 3; i++)
+                printf("%s%s", i ? ", " : " (", q->running[i]);
+        printf("%s, %zu waiting", q->n_running > 3 ? ", ...)" : q->n_running ? ")" : "", q->n_queued);
+        for (size_t i = 0; i < q->n_queued && i < 3; i++)
+                printf("%s%s", i ? ", " : ": next ", q->queued[i]);
+        printf("%s.\n", q->n_queued > 3 ? ", ..." : "");
+}
+
+/* q: the queue, for `status`; NULL leaves queue_position out. */
+static void print_disks_json(const DiskInfo *disks, size_t n, const Queue *q) {
         JsonOut j = { .f = stdout };
 
         json_begin(&j, '[');
@@ -149,6 +249,9 @@ static void print_disks_json(const DiskInfo *disks, size_t n) {
                 json_key(&j, "job_done"); json_u64(&j, d->job_done);
                 json_key(&j, "job_total"); json_u64(&j, d->job_total);
                 json_key(&j, "passes"); json_u64(&j, d->passes);
+                if (q) {
+                        json_key(&j, "queue_position"); json_u64(&j, queue_position(q, d->name));
+                }
                 json_end(&j, '}');
         }
         json_end(&j, ']');
@@ -162,7 +265,7 @@ static const char *size_cell(char buf[static FORMAT_HUMAN_MAX], const DiskInfo *
         return format_size_human(buf, v);
 }
 
-static int print_disks_table(const DiskInfo *disks, size_t n) {
+static int print_disks_table(const DiskInfo *disks, size_t n, const Queue *q) {
         static const TableColumn columns[] = {
                 { "NAME", TABLE_ALIGN_LEFT },
                 { "STATE", TABLE_ALIGN_LEFT },
@@ -219,6 +322,7 @@ static int print_disks_table(const DiskInfo *disks, size_t n) {
         char total_buf[FORMAT_HUMAN_MAX], reclaimable_buf[FORMAT_HUMAN_MAX];
         printf("\n%zu disk%s, %s reclaimed in total, %s reclaimable.\n", n, n == 1 ? "" : "s",
                format_size_human(total_buf, total), format_size_human(reclaimable_buf, reclaimable));
+        print_queue_line(q);
         return flush_stdout();
 }
 
@@ -228,14 +332,20 @@ static int command_status(Ctl *c, const CtlArgs *a) {
         size_t n = 0;
         int r;
 
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *jobs_reply = NULL;
+        _cleanup_(queue_done) Queue q = {};
+
         r = list_disks(c, a->names, &reply, &disks, &n);
         if (r != 0)
                 return r;
+        r = list_queue(c, &jobs_reply, &q);
+        if (r != 0)
+                return r;
         if (a->json) {
-                print_disks_json(disks, n);
+                print_disks_json(disks, n, &q);
                 return flush_stdout();
         }
-        return print_disks_table(disks, n);
+        return print_disks_table(disks, n, &q);
 }
 
 /* ---- metrics ---- */
@@ -325,7 +435,7 @@ static int command_metrics(Ctl *c, const CtlArgs *a) {
         if (r != 0)
                 return r;
         if (a->json) {
-                print_disks_json(disks, n);
+                print_disks_json(disks, n, NULL);
                 return flush_stdout();
         }
         print_disk_metrics(disks, n);

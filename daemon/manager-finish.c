@@ -92,6 +92,16 @@ static void record_pass(Disk *d, const Job *j) {
          * whole round (skipped-threshold included), or where it started. */
         if (!pass_result_is_failure(rep->result))
                 r->resume_offset = rep->resume_offset;
+        /* What the next periodic pass compares with; any other end means "changed". */
+        r->have_fingerprint = rep->have_fingerprint;
+        if (rep->have_fingerprint) {
+                r->fingerprint = rep->fingerprint;
+                if (!rep->unchanged)
+                        r->fingerprint.pass_time = j->start_realtime;
+        }
+        /* Unchanged: the last full pass's estimate still holds. */
+        if (rep->unchanged)
+                return;
         if ((rep->result == PASS_SUCCESS || rep->result == PASS_NOTHING_TO_DO) && rep->resume_offset == 0)
                 r->reclaimable = 0;
         else if (rep->result == PASS_SKIPPED_THRESHOLD)
@@ -134,7 +144,12 @@ static void reclaim_finished(Manager *m, Job *j) {
 
         if (d) {
                 record_pass(d, j);
-                if (!d->removed) {
+                /* An unchanged image's pass changes nothing a restart needs
+                 * (the fingerprint is that of the last full pass): no state
+                 * file write, whose two fsyncs per image would make a cycle
+                 * over thousands of unchanged images cost minutes. After a
+                 * restart its record is the last full pass's. */
+                if (!d->removed && !j->report.unchanged) {
                         r = state_save_disk(m->state_dir_fd, d->name, d->path, &d->record);
                         if (r < 0)
                                 log_warning_errno(r, "%s: cannot save its state: %m", d->name);

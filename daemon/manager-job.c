@@ -29,17 +29,22 @@ Job *manager_find_job(Manager *m, uint64_t id) {
 }
 
 static void job_append(Manager *m, Job *j) {
-        Job **p = &m->jobs;
-
-        while (*p)
-                p = &(*p)->next;
-        *p = j;
+        j->next = NULL;
+        if (m->jobs_last)
+                m->jobs_last->next = j;
+        else
+                m->jobs = j;
+        m->jobs_last = j;
 }
 
 void manager_unlink_job(Manager *m, Job *j) {
-        for (Job **p = &m->jobs; *p; p = &(*p)->next)
+        Job *prev = NULL;
+
+        for (Job **p = &m->jobs; *p; prev = *p, p = &(*p)->next)
                 if (*p == j) {
                         *p = j->next;
+                        if (m->jobs_last == j)
+                                m->jobs_last = prev;
                         j->next = NULL;
                         return;
                 }
@@ -69,11 +74,15 @@ static int queue_pass(Manager *m, Disk *d, JobTrigger trigger, bool dry_run, Dis
         j->target = strdup(d->name);
         if (!j->target)
                 return job_free(j), -ENOMEM;
+        /* maxParallel counts per host file system: which one it is on now. */
+        struct stat st;
+        if (stat(d->path, &st) >= 0)
+                d->dev = (uint64_t) st.st_dev;
         d->job = j;
         schedule_disk_cancel(d);
         watch_disarm_idle(d);
         job_append(m, j);
-        worker_dispatch(m);
+        worker_dispatch_soon(m);
         manager_state_changed(m);
         *ret = j;
         return 0;
@@ -128,6 +137,9 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
         free(j->path);
         j->path = strdup(d->path);
         pass_options_done(&j->options);
+        /* Asked for by a person: the whole image, whatever it was before. */
+        if (j->trigger != TRIGGER_MANUAL && !dry_run && d->record.have_fingerprint)
+                j->unchanged_since = d->record.fingerprint;
         j->options = (PassOptions) {
                 .discard = discard,
                 .format = d->settings.format,
@@ -140,7 +152,11 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
                 .resume_offset = dry_run ? 0 : d->record.resume_offset,
                 .compact = j->compact_request || d->settings.compact,
                 .no_follow = disk_found_by_watch(d),
-                .related_images = related_images(m, d),
+                /* Only the free tier looks for differencing children; the
+                 * list copies every other image's path (O(images) a pass). */
+                .related_images = discard == DISCARD_FREE ? related_images(m, d) : NULL,
+                .unchanged_since = j->trigger != TRIGGER_MANUAL && !dry_run && d->record.have_fingerprint
+                                           ? &j->unchanged_since : NULL,
         };
         /* A copy: a reload may free the configuration while the pass runs.
          * Without it (out of memory) no mount counts as declared local. */

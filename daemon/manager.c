@@ -30,8 +30,31 @@ uint64_t usec_now(clockid_t clock) {
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
+static int on_status_defer(sd_event_source *s, void *userdata) {
+        notify_update_status(userdata);
+        return 0;
+}
+
+/* Coalesced: with thousands of images a change per image (each one queued
+ * by its timer, found by a watch) would each format the whole status. */
 void manager_state_changed(Manager *m) {
-        notify_update_status(m);
+        int r;
+
+        if (!m->event || m->stopping) {
+                notify_update_status(m);
+                return;
+        }
+        if (m->status_defer)
+                r = sd_event_source_set_enabled(m->status_defer, SD_EVENT_ONESHOT);
+        else {
+                r = sd_event_add_defer(m->event, &m->status_defer, on_status_defer, m);
+                if (r >= 0)
+                        r = sd_event_source_set_priority(m->status_defer, SD_EVENT_PRIORITY_IDLE);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->status_defer, SD_EVENT_ONESHOT);
+        }
+        if (r < 0)
+                notify_update_status(m);
 }
 
 /* ---- configuration ---- */
@@ -312,6 +335,8 @@ Manager *manager_free(Manager *m) {
                 job_free(j);
         }
         m->trim_timer = sd_event_source_disable_unref(m->trim_timer);
+        m->status_defer = sd_event_source_disable_unref(m->status_defer);
+        m->dispatch_defer = sd_event_source_disable_unref(m->dispatch_defer);
         control_done(m);
         watch_done(m);
         while (m->n_disks > 0)

@@ -78,6 +78,8 @@ struct Disk {
         uint64_t last_unchanged;        /* realtime usec; 0 = none */
 
         Job *job;                       /* queued or running */
+        uint64_t dev;                   /* st_dev of the image when its pass was queued: maxParallel counts per device */
+        uint64_t last_close;            /* CLOCK_BOOTTIME usec of a writer's or reader's last close; 0 = none seen */
 };
 
 struct Job {
@@ -104,6 +106,7 @@ struct Job {
 
         char *path;
         PassOptions options;
+        Fingerprint unchanged_since;    /* options.unchanged_since points here */
         char **local_mounts;    /* options.local_mounts points here */
         size_t n_local_mounts;
         uint64_t start_realtime;
@@ -151,7 +154,10 @@ struct Manager {
         size_t n_disks;
 
         Job *jobs;
+        Job *jobs_last;                 /* appends are O(1): thousands of periodic passes queue at once */
         uint64_t next_job_id;
+        sd_event_source *dispatch_defer;        /* worker_dispatch() once the pending events are handled */
+        sd_event_source *status_defer;          /* STATUS= likewise, once per batch of changes */
         unsigned n_running_reclaims;
         bool trim_running;
         int worker_efd;
@@ -278,6 +284,9 @@ int worker_spawn(pthread_t *thread, void *(*fn)(void *), void *arg);
 void worker_done(Manager *m);
 /* Starts queued jobs while the limits allow. */
 void worker_dispatch(Manager *m);
+/* The same, after the events already pending (a batch of timers queueing
+ * passes is then one walk of the queue, not one per pass). */
+void worker_dispatch_soon(Manager *m);
 /* Blocks until every running job ended (after cancelling them). */
 void worker_stop_all(Manager *m);
 Job *job_free(Job *j);

@@ -460,6 +460,50 @@ static void report_sizes_from_path(PassReport *rep, const char *path) {
         rep->allocated_before = rep->allocated_after = (uint64_t) st.st_blocks * 512;
 }
 
+static uint64_t options_settings(const PassOptions *o, uint64_t held_by) {
+        return fingerprint_settings(o->discard, o->min_hole, held_by, o->force_fixed, o->compact);
+}
+
+/* The shortcut: the image is as our last complete pass left it, so a full
+ * pass would find nothing new. Reads only the two VHDX header starts. */
+static bool pass_unchanged(PassState *s) {
+        const Fingerprint *was = s->o->unchanged_since;
+        PassReport *rep = s->rep;
+        Fingerprint now = {};
+        char when[64] = "";
+        struct tm tm;
+        time_t t;
+
+        if (!was || s->o->dry_run)
+                return false;
+        /* It punched all it found, or this same minReclaim held it back. */
+        if (was->settings != options_settings(s->o, 0) && was->settings != options_settings(s->o, s->o->min_reclaim))
+                return false;
+        now.settings = was->settings;
+        if (fingerprint_take(s->fd, was->vhdx, &now) < 0 || !fingerprint_equal(was, &now))
+                return false;
+        t = (time_t) (was->pass_time / 1000000);
+        if (gmtime_r(&t, &tm))
+                strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        pass_report_set(rep, PASS_NOTHING_TO_DO, "unchanged since the pass of %s", when);
+        rep->unchanged = true;
+        rep->file_size = now.size;
+        rep->allocated_before = now.allocated;
+        rep->resume_offset = 0;
+        rep->have_fingerprint = true;
+        rep->fingerprint = *was;
+        return true;
+}
+
+/* A pass that judged the whole image: the next one may start from here. */
+static bool pass_judged_all(const PassState *s) {
+        const PassReport *rep = s->rep;
+
+        return !s->o->dry_run && rep->format_known && rep->resume_offset == 0 &&
+               (rep->result == PASS_SUCCESS || rep->result == PASS_NOTHING_TO_DO ||
+                rep->result == PASS_SKIPPED_THRESHOLD);
+}
+
 /* An image that was not parsed (skipped or refused) still has a format by
  * its configuration or its name, and a raw one's virtual size is its size. */
 static void report_what_is_known(PassReport *rep, const char *path, DiskFormat format) {
@@ -545,6 +589,11 @@ static void pass_open_and_run(PassState *s, const char *path) {
         s->fd = fd;
 
         r = allocated_bytes(fd, &rep->allocated_before);
+        if (r >= 0 && pass_unchanged(s)) {
+                rep->allocated_after = rep->allocated_before;
+                guard_release(fd);
+                return;
+        }
         if (r >= 0)
                 r = image_open(fd, path, o->format, &img, &error);
         if (r < 0) {
@@ -576,11 +625,22 @@ static void pass_open_and_run(PassState *s, const char *path) {
         /* An opener waiting on a broken lease gets it first: what was
          * punched is in the page cache already, so it sees the same bytes
          * whether or not they are on disk yet. */
-        if (guard_lease_broken(fd))
+        bool broken = guard_lease_broken(fd);
+        if (broken)
                 guard_release(fd);
         if (!o->dry_run && rep->stale_bytes + rep->zero_bytes + rep->free_bytes > 0 && fsync(fd) < 0 &&
             !pass_result_is_failure(rep->result))
                 pass_report_set(rep, PASS_ERROR, "fsync: %s", strerror(errno));
+        /* Still under the lease, after our own punches and header updates
+         * (their ctime, allocated bytes and sequence numbers): an opener
+         * waits for the release, so nothing else is in it. */
+        if (!broken && pass_judged_all(s)) {
+                rep->fingerprint = (Fingerprint) {
+                        .settings = options_settings(o, rep->result == PASS_SKIPPED_THRESHOLD ? o->min_reclaim : 0),
+                };
+                rep->have_fingerprint =
+                        fingerprint_take(fd, rep->format == IMAGE_FORMAT_VHDX, &rep->fingerprint) >= 0;
+        }
         guard_release(fd);
         if (allocated_bytes(fd, &rep->allocated_after) < 0)
                 rep->allocated_after = rep->allocated_before;

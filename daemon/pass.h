@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "fingerprint.h"
 #include "image.h"
 
 /* One reclamation pass over one image: take the lease, validate, punch the
@@ -56,6 +57,10 @@ typedef struct PassOptions {
          * (may be NULL): looked at, besides the image's folder, for a
          * differencing child naming this image. Owned: pass_options_done(). */
         char **related_images;
+        /* The image as our last complete pass left it (NULL: always a full
+         * pass). When it is unchanged, the pass ends as nothing-to-do
+         * without reading the image's data. */
+        const Fingerprint *unchanged_since;
 } PassOptions;
 
 typedef struct PassReport {
@@ -77,6 +82,12 @@ typedef struct PassReport {
         uint64_t resume_offset;         /* where the next pass's zero tier resumes; 0 when a round
                                          * is complete; the starting point when it never got there */
         bool dry_run;
+        /* The image as this pass left it, taken under the lease, when the
+         * pass judged the whole image (a round complete, nothing stopped it):
+         * what the next pass's unchanged_since can be. */
+        bool have_fingerprint;
+        Fingerprint fingerprint;
+        bool unchanged;                 /* ended early: unchanged_since matched */
         bool compact;                   /* compaction was asked for */
         uint64_t file_size_after;       /* apparent size after compaction */
         uint64_t compacted;             /* bytes the apparent size shrank (or would) */

@@ -199,6 +199,12 @@ int disk_record_format(const DiskRecord *r, const char *name, const char *path, 
                 r->reclaimed_last, r->reclaimed_total, r->resume_offset, r->reclaimable, r->virtual_size,
                 r->format >= 0 ? image_format_to_string((ImageFormat) r->format) : "",
                 r->passes, r->sparse_override < 0 ? "" : r->sparse_override ? "true" : "false");
+        if (r->have_fingerprint) {
+                char fp[FINGERPRINT_TEXT_MAX];
+
+                if (fingerprint_format(&r->fingerprint, fp) >= 0)
+                        fprintf(f, "fingerprint=%s\n", fp);
+        }
         if (fclose(f) != 0)
                 return -ENOMEM;
         *ret = TAKE_PTR(buf);
@@ -270,6 +276,9 @@ static int record_kv(const char *key, size_t klen, const char *value, size_t vle
                         r->format = IMAGE_FORMAT_RAW;
                 else
                         return -EBADMSG;
+        } else if (key_is(key, klen, "fingerprint")) {
+                /* Another version's, or damaged: only means "changed". */
+                r->have_fingerprint = fingerprint_parse(value, vlen, &r->fingerprint) >= 0;
         } else if (key_is(key, klen, "sparse")) {
                 if (vlen == 0)
                         r->sparse_override = -1;

@@ -38,6 +38,11 @@ typedef struct DiskRecord {
         int format;                     /* ImageFormat, -1 = unknown */
         uint32_t passes;
         int sparse_override;            /* SetSparse: -1 none, 0 false, 1 true */
+        /* The image as our last complete pass left it. Absent (an older
+         * state file, or one this version cannot read): the image counts as
+         * changed, and the next pass is a full one. */
+        bool have_fingerprint;
+        Fingerprint fingerprint;
 } DiskRecord;
 
 void disk_record_init(DiskRecord *r);

@@ -683,6 +683,10 @@ static void handle_event(Manager *m, const struct inotify_event *ev, Disk *self)
                 return;
         if ((d == self || disk_probing(d)) && (ev->mask & (IN_OPEN | IN_CLOSE_NOWRITE)))
                 return;
+        /* A periodic pass keeps idleDelay away from it (schedule.c): smbd
+         * closes a durable handle's file and may reopen it later. */
+        if (ev->mask & (IN_CLOSE_WRITE | IN_CLOSE_NOWRITE))
+                d->last_close = usec_now(CLOCK_BOOTTIME);
         if (ev->mask & IN_OPEN) {
                 if (idle_armed(d))
                         log_debug("%s: opened again before its idle delay ended", d->name);

@@ -12,6 +12,7 @@
 #include "control.h"
 #include "log.h"
 #include "manager.h"
+#include "schedule.h"
 #include "unsparse.h"
 
 /* Passes and trims run on their own threads, one per running job, so the
@@ -141,18 +142,35 @@ static int job_start(Manager *m, Job *j) {
         return 0;
 }
 
-static unsigned max_parallel(Manager *m) {
-        return MAX(m->config->reclaim.max_parallel, 1u);
+/* The devices of the running reclaims, for maxParallel per host file
+ * system; few, so a queue of thousands is scanned once per dispatch. */
+static size_t running_devices(Manager *m, uint64_t **ret) {
+        uint64_t *devs = calloc(MAX(m->n_running_reclaims, 1u), sizeof *devs);
+        size_t n = 0;
+
+        for (Job *j = m->jobs; devs && j; j = j->next)
+                if (j->running && j->kind == JOB_RECLAIM && n < m->n_running_reclaims)
+                        devs[n++] = j->disk ? j->disk->dev : 0;
+        *ret = devs;
+        return n;
 }
 
 void worker_dispatch(Manager *m) {
+        _cleanup_free_ uint64_t *devs = NULL;
+        size_t n_devs;
+
         if (m->stopping)
                 return;
+        n_devs = running_devices(m, &devs);
+        if (!devs)
+                return;         /* out of memory: the next job's end dispatches again */
         for (Job *j = m->jobs, *next; j; j = next) {
                 next = j->next;
                 if (j->running)
                         continue;
-                if (j->kind == JOB_RECLAIM && m->n_running_reclaims >= max_parallel(m))
+                if (j->kind == JOB_RECLAIM &&
+                    !schedule_device_has_room(devs, n_devs, j->disk ? j->disk->dev : 0,
+                                              m->config->reclaim.max_parallel))
                         continue;
                 if (j->kind == JOB_TRIM && m->trim_running)
                         continue;
@@ -164,8 +182,41 @@ void worker_dispatch(Manager *m) {
                 if (job_start(m, j) < 0) {
                         manager_unlink_job(m, j);
                         manager_job_finished(m, j);
+                } else if (j->kind == JOB_RECLAIM) {
+                        uint64_t *p = reallocarray(devs, n_devs + 1, sizeof *devs);
+
+                        if (!p)
+                                return;
+                        devs = p;
+                        devs[n_devs++] = j->disk ? j->disk->dev : 0;
                 }
         }
+}
+
+static int on_dispatch_defer(sd_event_source *s, void *userdata) {
+        worker_dispatch(userdata);
+        return 0;
+}
+
+void worker_dispatch_soon(Manager *m) {
+        int r;
+
+        if (!m->event) {
+                worker_dispatch(m);
+                return;
+        }
+        if (m->dispatch_defer)
+                r = sd_event_source_set_enabled(m->dispatch_defer, SD_EVENT_ONESHOT);
+        else {
+                r = sd_event_add_defer(m->event, &m->dispatch_defer, on_dispatch_defer, m);
+                /* After the timers and watches that may queue more. */
+                if (r >= 0)
+                        r = sd_event_source_set_priority(m->dispatch_defer, SD_EVENT_PRIORITY_IDLE);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->dispatch_defer, SD_EVENT_ONESHOT);
+        }
+        if (r < 0)
+                worker_dispatch(m);
 }
 
 /* Joins one finished job's thread and hands the job to the manager. */
@@ -208,7 +259,7 @@ static int on_worker_event(sd_event_source *s, int fd, uint32_t revents, void *u
                         emit_progress(m, j, now);
         }
         if (changed)
-                worker_dispatch(m);
+                worker_dispatch_soon(m);
         manager_state_changed(m);
         return 0;
 }

@@ -104,12 +104,14 @@ def test_unknown_and_bad_arguments(tmp):
 
 def test_state_survives_restart_and_missed_interval_runs(tmp):
     a, copy = image_with_copy(tmp, "a")
-    conf = config(tmp, [("a", a)], reclaim={"interval": "1h"})
+    # idleDelay: a periodic pass waits that long after the image's last change (its creation here).
+    conf = config(tmp, [("a", a)], reclaim={"interval": "1h", "idleDelay": "2s"})
     d = Daemon(tmp, conf).start()
-    # Never passed: due at once.
+    # Never passed: due at once (once the image is idleDelay old).
     x = d.wait_passes("a", 1)
     assert x["last_result"] == "success" and x["reclaimed_total"] > 0, x
-    assert abs(x["next_pass"] - (x["last_pass"] + 3600 * 10**6)) < 5 * 10**6, x
+    # The next on the image's own slot, half an interval to one and a half after the last.
+    assert x["last_pass"] + 1800 * 10**6 <= x["next_pass"] < x["last_pass"] + 5400 * 10**6, x
     assert d.stop() < 2
     assert_same_content(a, copy)
 
@@ -119,11 +121,11 @@ def test_state_survives_restart_and_missed_interval_runs(tmp):
     y = d.disk("a")
     for k in ("passes", "reclaimed_total", "reclaimed_last", "last_pass", "last_result"):
         assert y[k] == x[k], (k, x, y)
-    assert y["next_pass"] > time.time() * 10**6 + 3000 * 10**6, y
+    assert y["next_pass"] > time.time() * 10**6 + 1700 * 10**6, y   # its slot: at least half an interval on
     d.stop()
 
     # Restarted after the interval has passed while we were down: it runs at start.
-    d.write_config(config(tmp, [("a", a)], reclaim={"interval": "2s"}))
+    d.write_config(config(tmp, [("a", a)], reclaim={"interval": "2s", "idleDelay": "2s"}))
     time.sleep(2.2)
     t0 = time.time()
     d.start()
@@ -137,7 +139,7 @@ def test_threshold_and_randomized_delay(tmp):
     a, copy = image_with_copy(tmp, "a")
     before = allocated(a)
     # Periodic, never passed: due at start; it would win ~26M, less than minReclaim.
-    d = Daemon(tmp, config(tmp, [("a", a)], reclaim={"interval": "1h", "minReclaim": "1G"})).start()
+    d = Daemon(tmp, config(tmp, [("a", a)], reclaim={"interval": "1h", "minReclaim": "1G", "idleDelay": "2s"})).start()
     x = d.wait_passes("a", 1)
     assert x["last_result"] == "skipped-threshold", x
     assert x["reclaimable"] >= 16 * MiB and x["reclaimed_total"] == 0, x
@@ -148,13 +150,14 @@ def test_threshold_and_randomized_delay(tmp):
     x = d.wait_passes("a", 2)
     assert x["last_result"] == "success" and x["reclaimable"] == 0, x
     d.stop()
-    # The next periodic pass lies between interval and interval + randomizedDelay after the last.
+    # The next periodic pass lies on the image's slot (half an interval to one
+    # and a half after the last) plus up to randomizedDelay.
     d.write_config(config(tmp, [("a", a)], reclaim={"interval": "1h", "randomizedDelay": "10m"}))
     nexts = set()
     for _ in range(3):
         d.start()
         y = d.disk("a")
-        assert y["last_pass"] + 3600 * 10**6 <= y["next_pass"] <= y["last_pass"] + 4200 * 10**6, y
+        assert y["last_pass"] + 1800 * 10**6 <= y["next_pass"] <= y["last_pass"] + 6000 * 10**6, y
         nexts.add(y["next_pass"])
         d.stop()
     assert len(nexts) > 1, nexts

@@ -75,7 +75,7 @@ def test_periodic_pass_compacts(tmp):
     # minReclaim=1M: the holes are punched already, so the tiers find less;
     # the file shrinking by 4 MiB is what makes the pass worth it.
     d = Daemon(tmp, config(tmp, [("a", a, "compact=true"), ("b", b)],
-                           reclaim={"interval": f"{INTERVAL}s", "minReclaim": "1M"})).start()
+                           reclaim={"interval": f"{INTERVAL}s", "idleDelay": "1s", "minReclaim": "1M"})).start()
     d.wait_passes("a", 1, timeout=30)
     d.wait_passes("b", 1, timeout=30)
     x = d.history("a")[0]

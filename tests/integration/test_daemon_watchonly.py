@@ -77,7 +77,8 @@ def test_watch_only_estimates_once_per_change(tmp):
 
 def test_sparse_disk_still_passes(tmp):
     a, copy = image_with_copy(tmp, "a")
-    d = Daemon(tmp, config(tmp, [("a", a)], reclaim={"interval": f"{INTERVAL}s", "randomizedDelay": "0"})).start()
+    d = Daemon(tmp, config(tmp, [("a", a)], reclaim={"interval": f"{INTERVAL}s", "randomizedDelay": "0",
+                                                     "idleDelay": "1s"})).start()
     x = d.wait_passes("a", 1, timeout=30)
     assert x["state"] == "idle" and x["last_result"] == "success", x
     # Periodic passes go on whether or not the file changed (they may punch what an estimate only counts).

@@ -122,7 +122,7 @@ def test_threshold_with_free_tier(work):
                                         ("between", free + zero // 2, "success")):
         before = stamp(vhdx)
         conf = daemonlib.config(work, [("thr", vhdx)], reclaim={
-            "discard": "free", "interval": "1h", "minReclaim": f"{min_reclaim}B", "minHole": "64K"})
+            "discard": "free", "interval": "1h", "idleDelay": "1s", "minReclaim": f"{min_reclaim}B", "minHole": "64K"})
         d = daemonlib.Daemon(work, conf)
         shutil.rmtree(d.state, ignore_errors=True)
         d.start()
