@@ -484,6 +484,8 @@ int watch_sync(Manager *m) {
 size_t watch_inactive(Manager *m) {
         size_t n = 0;
 
+        if (!m->config)
+                return 0;       /* before the first configuration is in effect */
         for (size_t i = 0; i < m->config->n_watches; i++)
                 if (strv_has(m->watch_missing, m->n_watch_missing, m->config->watches[i].dir))
                         n++;
