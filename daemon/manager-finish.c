@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "control.h"
+#include "json.h"
 #include "log.h"
 #include "manager.h"
 #include "schedule.h"
@@ -54,6 +55,7 @@ static void record_estimate(Disk *d, const Job *j) {
 
         r->last_pass = j->start_realtime;
         r->last_result = (int) rep->result;
+        r->last_dry_run = true;
         free(r->last_message);
         r->last_message = strdup(rep->message ? rep->message : "");
         r->reclaimed_last = 0;
@@ -82,6 +84,7 @@ static void record_pass(Disk *d, const Job *j) {
         }
         r->last_pass = j->start_realtime;
         r->last_result = (int) rep->result;
+        r->last_dry_run = false;
         free(r->last_message);
         r->last_message = strdup(rep->message ? rep->message : "");
         r->reclaimed_last = rep->reclaimed;
@@ -247,18 +250,23 @@ static void unsparse_finished(Manager *m, Job *j) {
                 log_info("%s: holes re-allocated, the image is no longer sparse", d->name);
         else
                 log_warning_errno(r, "%s: re-allocating the holes failed: %m", d->name);
-        /* The caller may have gone; its connection then refuses the reply. */
-        if (r == -ENOSPC)
+        /* The caller may have gone; its connection then refuses the reply.
+         * The name goes on the bus: UTF-8 (control.c). */
+        _cleanup_free_ char *name = utf8_sanitize(d->name);
+
+        if (!name)
+                (void) sd_bus_reply_method_errno(j->request, ENOMEM, NULL);
+        else if (r == -ENOSPC)
                 (void) sd_bus_reply_method_errorf(j->request, VHDRECLAIM_ERROR_NO_SPACE,
                                                   "The host file system ran out of space re-allocating \"%s\"; "
                                                   "the holes filled so far were punched again",
-                                                  d->name);
+                                                  name);
         else if (r == -EBUSY)
                 (void) sd_bus_reply_method_errorf(j->request, VHDRECLAIM_ERROR_BUSY,
-                                                  "\"%s\" is in use by another process; nothing was changed", d->name);
+                                                  "\"%s\" is in use by another process; nothing was changed", name);
         else if (r < 0)
                 (void) sd_bus_reply_method_errorf(j->request, VHDRECLAIM_ERROR_FAILED,
-                                                  "Re-allocating \"%s\" failed: %s", d->name, strerror(-r));
+                                                  "Re-allocating \"%s\" failed: %s", name, strerror(-r));
         else
                 (void) sd_bus_reply_method_return(j->request, NULL);
         control_emit_job_finished(m, j, r >= 0 ? "success" : "error", r >= 0 ? "" : strerror(-r), 0);

@@ -144,6 +144,7 @@ struct Manager {
         char *socket_path;              /* in effect; fixed at start */
         char *state_dir;                /* in effect; fixed at start */
         int state_dir_fd;
+        int state_lock_fd;              /* flock on STATEDIR/lock, held for the daemon's life */
         gid_t admin_gid;
         bool have_admin_gid;
 
