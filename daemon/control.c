@@ -414,27 +414,10 @@ static int method_compact(sd_bus_message *msg, void *userdata, sd_bus_error *err
         return sd_bus_reply_method_return(msg, "t", j->id);
 }
 
-/* Refuses, with the reason, a listed path that is missing or no mount point
- * (FITRIM would trim the whole file system that holds it). */
-static int check_trim_paths(char **mounts, sd_bus_error *error) {
-        _cleanup_free_ char *why = NULL;
-        TrimMount *tm = NULL;
-        size_t n = 0;
-        int r;
-
-        if (strv_length(mounts) == 0)
-                return 0;
-        r = trim_list_mounts(mounts, strv_length(mounts), &tm, &n, &why);
-        trim_mounts_free(tm, n);
-        if (r == -ENOENT || r == -EINVAL)
-                return bus_error_set_utf8(error, SD_BUS_ERROR_INVALID_ARGS,
-                                          why ? why : "A listed path is on no mounted file system");
-        return r < 0 ? r : 0;
-}
-
 static int method_trim(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Connection *c = userdata;
         _cleanup_strv_free_ char **mounts = NULL;
+        _cleanup_free_ char *why = NULL;
         Job *j;
         int all, r;
 
@@ -450,16 +433,14 @@ static int method_trim(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         for (char **p = mounts; p && *p; p++)
                 if (**p != '/')
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Not an absolute path: \"%s\"", *p);
-        r = check_trim_paths(mounts, error);
-        if (r < 0)
-                return r;
-        r = manager_queue_trim(c->manager, mounts, strv_length(mounts), all, &j);
-        if (r == -ENOENT)
+        r = manager_queue_trim(c->manager, mounts, strv_length(mounts), all, &why, &j);
+        if (r == -ENOENT && strv_length(mounts) == 0)
                 /* Nothing configured is not a failure: the weekly timer's
                  * oneshot runs `trim --wait` on every host. */
                 return sd_bus_reply_method_return(msg, "t", UINT64_C(0));
-        if (r == -ENXIO)
-                return sd_bus_error_set(error, VHDRECLAIM_ERROR_FAILED, "A listed path is on no mounted file system");
+        if ((r == -ENXIO || r == -ENOENT || r == -EINVAL) && why)
+                return bus_error_set_utf8(error, r == -ENXIO ? VHDRECLAIM_ERROR_FAILED : SD_BUS_ERROR_INVALID_ARGS,
+                                          why);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(msg, "t", j->id);

@@ -190,6 +190,13 @@ static void trim_finished(Manager *m, Job *j) {
         FILE *f = open_memstream(&msg, &size);
         int r;
 
+        /* A configured mount left out fails the run, as a mount that failed
+         * would: the trims done are reported beside it. */
+        if (j->trim_skipped) {
+                failed = true;
+                if (f)
+                        fprintf(f, "%s", j->trim_skipped);
+        }
         for (size_t i = 0; j->started && i < j->n_trim_mounts; i++) {
                 const TrimResult *res = &j->trim_results[i];
                 TrimStatus *t = NULL;
@@ -198,7 +205,8 @@ static void trim_finished(Manager *m, Job *j) {
                 total += res->trimmed;
                 failed = failed || res->error != 0;
                 if (f)
-                        fprintf(f, "%s%s: %s, %" PRIu64 " bytes trimmed%s%s", i ? "; " : "", j->trim_mounts[i].path,
+                        fprintf(f, "%s%s: %s, %" PRIu64 " bytes trimmed%s%s", i || j->trim_skipped ? "; " : "",
+                                j->trim_mounts[i].path,
                                 result, res->trimmed, res->error && res->error != -ECANCELED ? ": " : "",
                                 res->error && res->error != -ECANCELED ? strerror(-res->error) : "");
                 /* The mount is gone (or no longer a mount point): no series
