@@ -9,6 +9,7 @@
 #include "json.h"
 #include "log.h"
 #include "manager.h"
+#include "report.h"
 #include "schedule.h"
 #include "state.h"
 #include "vhdreclaim-bus.h"
@@ -108,7 +109,11 @@ static void note_compaction(PassReport *rep) {
 
         if (!rep->compact || (rep->result != PASS_SUCCESS && rep->result != PASS_NOTHING_TO_DO))
                 return;
-        if (asprintf(&s, "%s%sfile %s from %" PRIu64 " to %" PRIu64 " bytes, %" PRIu64 " blocks moved",
+        if (rep->format_known && rep->format == IMAGE_FORMAT_RAW) {
+                if (asprintf(&s, "%s%s%s", rep->message ? rep->message : "",
+                             rep->message && *rep->message ? "; " : "", REPORT_RAW_NOT_COMPACTED) < 0)
+                        return;
+        } else if (asprintf(&s, "%s%sfile %s from %" PRIu64 " to %" PRIu64 " bytes, %" PRIu64 " blocks moved",
                      rep->message ? rep->message : "", rep->message && *rep->message ? "; " : "",
                      rep->dry_run ? "would be compacted" : "compacted", rep->file_size_after + rep->compacted,
                      rep->file_size_after, rep->blocks_moved) < 0)
