@@ -177,7 +177,7 @@ static bool key_is(const char *key, size_t len, const char *want) {
         return strlen(want) == len && memcmp(key, want, len) == 0;
 }
 
-/* ---- disk records ---- */
+/* ---- the state directory's lock ---- */
 
 static pid_t read_lock_holder(int fd) {
         char buf[32];
@@ -218,6 +218,8 @@ int state_lock_dir(int dir_fd, int *ret_fd, pid_t *ret_holder) {
         *ret_fd = TAKE_FD(fd);
         return 0;
 }
+
+/* ---- disk records ---- */
 
 int disk_record_format(const DiskRecord *r, const char *name, const char *path, char **ret) {
         _cleanup_free_ char *buf = NULL;
