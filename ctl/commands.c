@@ -27,9 +27,11 @@ typedef struct DiskInfo {
         const char *last_result, *last_message;
         uint64_t last_pass, next_pass, job_done, job_total;
         uint64_t passes;
+        int last_dry_run;       /* last_result is a dry run's */
 } DiskInfo;
 
-#define DISK_SIGNATURE "(ssssbsttttttssttttu)"
+/* The fields every daemon sends; newer ones append last_dry_run (b). */
+#define DISK_SIGNATURE_BASE "ssssbsttttttssttttu"
 
 /* One struct of History(). */
 typedef struct HistoryEntry {
@@ -59,16 +61,44 @@ static int flush_stdout(void) {
         return CTL_EXIT_OK;
 }
 
+/* ListDisks' fields are only ever appended (vhdreclaim-bus.h): a struct is
+ * read up to the fields this client knows, and what follows is skipped. An
+ * older daemon's struct ends after passes. */
 static int read_disk(sd_bus_message *m, DiskInfo *d) {
+        const char *contents = NULL;
         uint32_t passes = 0;
+        char type;
         int r;
 
-        r = sd_bus_message_read(m, DISK_SIGNATURE, &d->name, &d->path, &d->origin, &d->format, &d->sparse,
+        r = sd_bus_message_peek_type(m, &type, &contents);
+        if (r <= 0)
+                return r;
+        if (type != SD_BUS_TYPE_STRUCT || strncmp(contents, DISK_SIGNATURE_BASE, strlen(DISK_SIGNATURE_BASE)) != 0)
+                return -EBADMSG;
+        r = sd_bus_message_enter_container(m, SD_BUS_TYPE_STRUCT, contents);
+        if (r <= 0)
+                return r < 0 ? r : -EBADMSG;
+        r = sd_bus_message_read(m, DISK_SIGNATURE_BASE, &d->name, &d->path, &d->origin, &d->format, &d->sparse,
                                 &d->state, &d->virtual_size, &d->file_size, &d->allocated, &d->reclaimable,
                                 &d->reclaimed_last, &d->reclaimed_total, &d->last_result, &d->last_message,
                                 &d->last_pass, &d->next_pass, &d->job_done, &d->job_total, &passes);
+        if (r < 0)
+                return r;
         d->passes = passes;
-        return r;
+        if (contents[strlen(DISK_SIGNATURE_BASE)] == 'b') {
+                r = sd_bus_message_read(m, "b", &d->last_dry_run);
+                if (r < 0)
+                        return r;
+        }
+        while ((r = sd_bus_message_peek_type(m, NULL, NULL)) > 0) {
+                r = sd_bus_message_skip(m, NULL);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(m);
+        return r < 0 ? r : 1;
 }
 
 /* Calls ListDisks(names). On success *ret_disks (to free) points into
@@ -88,7 +118,7 @@ static int list_disks(Ctl *c, char **names, sd_bus_message **ret_reply, DiskInfo
         if (r != 0)
                 return r;
 
-        r = sd_bus_message_enter_container(reply, 'a', DISK_SIGNATURE);
+        r = sd_bus_message_enter_container(reply, 'a', NULL);
         if (r < 0)
                 return ctl_bad_reply(r);
         for (;;) {
@@ -243,6 +273,7 @@ static void print_disks_json(const DiskInfo *disks, size_t n, const Queue *q) {
                 json_key(&j, "reclaimed_last"); json_u64(&j, d->reclaimed_last);
                 json_key(&j, "reclaimed_total"); json_u64(&j, d->reclaimed_total);
                 json_key(&j, "last_result"); json_string(&j, d->last_result);
+                json_key(&j, "last_dry_run"); json_bool(&j, d->last_dry_run);
                 json_key(&j, "last_message"); json_string(&j, d->last_message);
                 json_key(&j, "last_pass"); json_u64(&j, d->last_pass);
                 json_key(&j, "next_pass"); json_u64(&j, d->next_pass);
@@ -263,6 +294,14 @@ static const char *size_cell(char buf[static FORMAT_HUMAN_MAX], const DiskInfo *
         if (strcmp(d->state, "missing") == 0 && v == 0)
                 return "-";
         return format_size_human(buf, v);
+}
+
+/* A dry run is marked as one everywhere: a bare "success" next to the
+ * reclaimable bytes would read as if they had been given back. */
+static const char *last_result_cell(char *buf, size_t size, const DiskInfo *d) {
+        snprintf(buf, size, "%s%s", result_to_words(d->last_result),
+                 d->last_dry_run && *d->last_result ? " (dry run)" : "");
+        return buf;
 }
 
 static int print_disks_table(const DiskInfo *disks, size_t n, const Queue *q) {
@@ -294,7 +333,7 @@ static int print_disks_table(const DiskInfo *disks, size_t n, const Queue *q) {
                 const DiskInfo *d = &disks[i];
                 char state[FORMAT_STATE_MAX], virt[FORMAT_HUMAN_MAX], file[FORMAT_HUMAN_MAX],
                         alloc[FORMAT_HUMAN_MAX], able[FORMAT_HUMAN_MAX], done[FORMAT_HUMAN_MAX],
-                        next[FORMAT_RELATIVE_MAX];
+                        next[FORMAT_RELATIVE_MAX], result[64];
                 const char *cells[] = {
                         d->name,
                         format_state(state, d->state, d->sparse, d->job_done, d->job_total),
@@ -303,7 +342,7 @@ static int print_disks_table(const DiskInfo *disks, size_t n, const Queue *q) {
                         size_cell(alloc, d, d->allocated),
                         /* 0 before any pass or dry run means "not known yet" */
                         d->reclaimable == 0 && d->last_pass == 0 ? "-" : format_size_human(able, d->reclaimable),
-                        result_to_words(d->last_result),
+                        last_result_cell(result, sizeof result, d),
                         format_size_human(done, d->reclaimed_total),
                         format_relative(next, d->next_pass, now),
                 };

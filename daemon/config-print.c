@@ -30,8 +30,9 @@ static void print_overrides(bool sparse, bool sparse_overridden,
 
         if (!sparse_overridden)
                 fprintf(f, "#sparse=%s (from [experimental] sparseVhd)\n", sparse ? "true" : "false");
+        /* maxParallel is the daemon's, not a disk's: it has no effect here. */
         for (ReclaimKey k = 0; k < _RECLAIM_KEY_MAX; k++)
-                if (!(overridden & (1u << k)))
+                if (!(overridden & (1u << k)) && k != RECLAIM_MAX_PARALLEL)
                         fprintf(f, "#%s=%s (from [reclaim])\n", reclaim_key_to_string(k),
                                 reclaim_settings_format(s, k, buf));
 }

@@ -71,6 +71,19 @@ int parse_size(const char *s, uint64_t *ret) {
         return -EINVAL;
 }
 
+int parse_min_hole(const char *s, uint64_t *ret) {
+        uint64_t v;
+        int r;
+
+        r = parse_size(s, &v);
+        if (r < 0)
+                return r;
+        if (v < MIN_HOLE_MIN || (v & (v - 1)) != 0)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
 static const struct {
         const char *unit;
         uint64_t usec;
@@ -397,10 +410,8 @@ int reclaim_settings_set(ReclaimSettings *s, ReclaimKey k, const char *value, co
                 break;
 
         case RECLAIM_MIN_HOLE:
-                why = "expected a power of two of at least 4K, such as 64K or 1M";
-                r = parse_size(value, &v);
-                if (r >= 0 && (v < MIN_HOLE_MIN || (v & (v - 1)) != 0))
-                        r = -EINVAL;
+                why = "expected " MIN_HOLE_EXPECTED;
+                r = parse_min_hole(value, &v);
                 if (r >= 0)
                         s->min_hole = v;
                 break;

@@ -27,6 +27,10 @@
  * does not matter, a bare number is bytes. -EINVAL on syntax, -ERANGE on
  * overflow. */
 int parse_size(const char *s, uint64_t *ret);
+/* minHole= and vhdreclaimd --min-hole=: one rule for both, a size (as
+ * parse_size) that is a power of two of at least MIN_HOLE_MIN. */
+int parse_min_hole(const char *s, uint64_t *ret);
+#define MIN_HOLE_EXPECTED "a power of two of at least 4K, such as 64K or 1M"
 
 /* "10m", "1h30m", "100ms", "90": us ms s m h d w, combinable, a bare number
  * is seconds. -EINVAL on syntax, -ERANGE on overflow. */

@@ -16,6 +16,7 @@
 
 #include "control.h"
 #include "image.h"
+#include "json.h"
 #include "log.h"
 #include "state.h"
 #include "trim.h"
@@ -208,17 +209,60 @@ static size_t strv_length(char **l) {
         return n;
 }
 
+/* D-Bus strings must be valid UTF-8: sd-bus refuses a whole message with
+ * one bad string in it (-EINVAL), so a single file name that is not UTF-8
+ * would break every reply listing it. Whatever the daemon puts on the bus
+ * from a file name or the configuration goes through utf8_sanitize(); a
+ * NULL result (out of memory) fails the call rather than send bad bytes. */
+static int bus_error_set_utf8(sd_bus_error *error, const char *name, const char *message) {
+        _cleanup_free_ char *clean = utf8_sanitize(message);
+
+        if (!clean)
+                return -ENOMEM;
+        return sd_bus_error_set(error, name, clean);
+}
+
+/* A disk by the name a client knows: its own, or, for a name that is not
+ * UTF-8, the sanitised one the daemon lists (when it names one disk only). */
+static Disk *find_disk(Manager *m, const char *name) {
+        Disk *d = manager_find_disk(m, name), *found = NULL;
+
+        if (d)
+                return d;
+        for (size_t i = 0; i < m->n_disks; i++) {
+                _cleanup_free_ char *clean = NULL;
+
+                if (utf8_is_valid(m->disks[i]->name))
+                        continue;
+                clean = utf8_sanitize(m->disks[i]->name);
+                if (!clean || strcmp(clean, name) != 0)
+                        continue;
+                if (found)
+                        return NULL;    /* two names that read the same: name neither */
+                found = m->disks[i];
+        }
+        return found;
+}
+
 static int check_disks_exist(Manager *m, char **names, sd_bus_error *error) {
         for (char **n = names; n && *n; n++)
-                if (!manager_find_disk(m, *n))
+                if (!find_disk(m, *n))
                         return sd_bus_error_setf(error, VHDRECLAIM_ERROR_NO_SUCH_DISK, "No disk named \"%s\"", *n);
         return 0;
 }
+
+/* ListDisks' struct, as vhdreclaim-bus.h documents it: fields are only ever appended. */
+#define DISK_STRUCT "(ssssbsttttttssttttub)"
 
 static int append_disk(sd_bus_message *reply, Disk *d) {
         struct stat st;
         uint64_t file_size = 0, allocated = 0;
         const Job *j = d->job;
+        _cleanup_free_ char *name = utf8_sanitize(d->name), *path = utf8_sanitize(d->path),
+                            *origin = utf8_sanitize(d->origin), *message = utf8_sanitize(d->record.last_message);
+
+        if (!name || !path || !origin || !message)
+                return -ENOMEM;
 
         /* Sizes as `stat` prints them now, not as of the last pass. */
         if (stat(d->path, &st) >= 0) {
@@ -226,14 +270,14 @@ static int append_disk(sd_bus_message *reply, Disk *d) {
                 allocated = (uint64_t) st.st_blocks * 512;
         }
         return sd_bus_message_append(
-                reply, "(ssssbsttttttssttttu)", d->name, d->path, d->origin,
+                reply, DISK_STRUCT, name, path, origin,
                 d->record.format >= 0 ? image_format_to_string((ImageFormat) d->record.format) : "unknown",
                 disk_effective_sparse(d), disk_state_to_string(disk_state(d)), d->record.virtual_size, file_size,
                 allocated, d->record.reclaimable, d->record.reclaimed_last, d->record.reclaimed_total,
                 d->record.last_result >= 0 ? pass_result_to_string((PassResult) d->record.last_result) : "",
-                d->record.last_message ? d->record.last_message : "", d->record.last_pass, d->next_pass,
+                message, d->record.last_pass, d->next_pass,
                 j && j->running ? atomic_load(&j->done) : 0, j && j->running ? atomic_load(&j->total) : 0,
-                d->record.passes);
+                d->record.passes, (int) d->record.last_dry_run);
 }
 
 static int method_list_disks(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -252,7 +296,7 @@ static int method_list_disks(sd_bus_message *msg, void *userdata, sd_bus_error *
         r = sd_bus_message_new_method_return(msg, &reply);
         if (r < 0)
                 return r;
-        r = sd_bus_message_open_container(reply, 'a', "(ssssbsttttttssttttu)");
+        r = sd_bus_message_open_container(reply, 'a', DISK_STRUCT);
         if (r < 0)
                 return r;
         if (strv_length(names) == 0)
@@ -260,7 +304,7 @@ static int method_list_disks(sd_bus_message *msg, void *userdata, sd_bus_error *
                         r = append_disk(reply, m->disks[i]);
         else
                 for (char **n = names; *n && r >= 0; n++)
-                        r = append_disk(reply, manager_find_disk(m, *n));
+                        r = append_disk(reply, find_disk(m, *n));
         if (r < 0)
                 return r;
         r = sd_bus_message_close_container(reply);
@@ -322,7 +366,7 @@ static int method_reclaim(sd_bus_message *msg, void *userdata, sd_bus_error *err
                 for (char **p = names; *p; p++) {
                         Job *j;
 
-                        r = manager_queue_reclaim(m, manager_find_disk(m, *p), TRIGGER_MANUAL, dry_run, mode, &j);
+                        r = manager_queue_reclaim(m, find_disk(m, *p), TRIGGER_MANUAL, dry_run, mode, &j);
                         if (r == -EBUSY)
                                 return sd_bus_error_setf(error, VHDRECLAIM_ERROR_BUSY,
                                                          "\"%s\" is being re-allocated (SetSparse false)", *p);
@@ -353,7 +397,7 @@ static int method_compact(sd_bus_message *msg, void *userdata, sd_bus_error *err
         r = sd_bus_message_read(msg, "s", &name);
         if (r < 0)
                 return r;
-        d = manager_find_disk(c->manager, name);
+        d = find_disk(c->manager, name);
         if (!d)
                 return sd_bus_error_setf(error, VHDRECLAIM_ERROR_NO_SUCH_DISK, "No disk named \"%s\"", name);
         r = manager_queue_compact(c->manager, d, &j);
@@ -370,27 +414,10 @@ static int method_compact(sd_bus_message *msg, void *userdata, sd_bus_error *err
         return sd_bus_reply_method_return(msg, "t", j->id);
 }
 
-/* Refuses, with the reason, a listed path that is missing or no mount point
- * (FITRIM would trim the whole file system that holds it). */
-static int check_trim_paths(char **mounts, sd_bus_error *error) {
-        _cleanup_free_ char *why = NULL;
-        TrimMount *tm = NULL;
-        size_t n = 0;
-        int r;
-
-        if (strv_length(mounts) == 0)
-                return 0;
-        r = trim_list_mounts(mounts, strv_length(mounts), &tm, &n, &why);
-        trim_mounts_free(tm, n);
-        if (r == -ENOENT || r == -EINVAL)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s",
-                                         why ? why : "A listed path is on no mounted file system");
-        return r < 0 ? r : 0;
-}
-
 static int method_trim(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Connection *c = userdata;
         _cleanup_strv_free_ char **mounts = NULL;
+        _cleanup_free_ char *why = NULL;
         Job *j;
         int all, r;
 
@@ -406,16 +433,14 @@ static int method_trim(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         for (char **p = mounts; p && *p; p++)
                 if (**p != '/')
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Not an absolute path: \"%s\"", *p);
-        r = check_trim_paths(mounts, error);
-        if (r < 0)
-                return r;
-        r = manager_queue_trim(c->manager, mounts, strv_length(mounts), all, &j);
-        if (r == -ENOENT)
+        r = manager_queue_trim(c->manager, mounts, strv_length(mounts), all, &why, &j);
+        if (r == -ENOENT && strv_length(mounts) == 0)
                 /* Nothing configured is not a failure: the weekly timer's
                  * oneshot runs `trim --wait` on every host. */
                 return sd_bus_reply_method_return(msg, "t", UINT64_C(0));
-        if (r == -ENXIO)
-                return sd_bus_error_set(error, VHDRECLAIM_ERROR_FAILED, "A listed path is on no mounted file system");
+        if ((r == -ENXIO || r == -ENOENT || r == -EINVAL) && why)
+                return bus_error_set_utf8(error, r == -ENXIO ? VHDRECLAIM_ERROR_FAILED : SD_BUS_ERROR_INVALID_ARGS,
+                                          why);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(msg, "t", j->id);
@@ -452,7 +477,7 @@ static int method_set_sparse(sd_bus_message *msg, void *userdata, sd_bus_error *
         r = sd_bus_message_read(msg, "sb", &name, &sparse);
         if (r < 0)
                 return r;
-        d = manager_find_disk(c->manager, name);
+        d = find_disk(c->manager, name);
         if (!d)
                 return sd_bus_error_setf(error, VHDRECLAIM_ERROR_NO_SUCH_DISK, "No disk named \"%s\"", name);
         if (!sparse) {
@@ -491,8 +516,8 @@ static int method_reload(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return r;
         r = manager_reload(c->manager, &errors);
         if (r < 0)
-                return sd_bus_error_setf(error, VHDRECLAIM_ERROR_CONFIG, "%s",
-                                         errors && *errors ? errors : strerror(-r));
+                return bus_error_set_utf8(error, VHDRECLAIM_ERROR_CONFIG,
+                                          errors && *errors ? errors : strerror(-r));
         return sd_bus_reply_method_return(msg, NULL);
 }
 
@@ -510,8 +535,11 @@ static int method_list_jobs(sd_bus_message *msg, void *userdata, sd_bus_error *e
                 return r;
         for (Job *j = c->manager->jobs; j && r >= 0; j = j->next) {
                 uint64_t done = j->running ? atomic_load(&j->done) : 0;
+                _cleanup_free_ char *target = utf8_sanitize(j->target);
 
-                r = sd_bus_message_append(reply, "(tsssttd)", j->id, job_kind_to_string(j->kind), j->target,
+                if (!target)
+                        return -ENOMEM;
+                r = sd_bus_message_append(reply, "(tsssttd)", j->id, job_kind_to_string(j->kind), target,
                                           j->running ? "running" : "queued", done,
                                           j->running ? atomic_load(&j->total) : 0, job_rate(j, done, now));
         }
@@ -564,9 +592,12 @@ static int method_get_trim_status(sd_bus_message *msg, void *userdata, sd_bus_er
                 r = sd_bus_message_open_container(reply, 'a', "(sttts)");
         for (size_t i = 0; i < m->n_trim_status && r >= 0; i++) {
                 const TrimStatus *t = &m->trim_status[i];
+                _cleanup_free_ char *mount = utf8_sanitize(t->mount), *result = utf8_sanitize(t->last_result);
 
-                r = sd_bus_message_append(reply, "(sttts)", t->mount, t->last, t->trimmed_last, t->trimmed_total,
-                                          t->last_result ? t->last_result : "");
+                if (!mount || !result)
+                        return -ENOMEM;
+                r = sd_bus_message_append(reply, "(sttts)", mount, t->last, t->trimmed_last, t->trimmed_total,
+                                          result);
         }
         if (r >= 0)
                 r = sd_bus_message_close_container(reply);
@@ -592,8 +623,11 @@ static int property_get(sd_bus *bus, const char *path, const char *interface, co
                 return sd_bus_message_append(reply, "t", manager_reclaimed_total(m));
         if (strcmp(property, "StartTime") == 0)
                 return sd_bus_message_append(reply, "t", m->start_time);
-        if (strcmp(property, "ConfigFile") == 0)
-                return sd_bus_message_append(reply, "s", m->config_path);
+        if (strcmp(property, "ConfigFile") == 0) {
+                _cleanup_free_ char *config = utf8_sanitize(m->config_path);
+
+                return config ? sd_bus_message_append(reply, "s", config) : -ENOMEM;
+        }
         return -ENOENT;
 }
 
@@ -609,7 +643,7 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("StartTime", "t", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("ConfigFile", "s", property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_ARGS("ListDisks", SD_BUS_ARGS("as", names),
-                                SD_BUS_RESULT("a(ssssbsttttttssttttu)", disks), method_list_disks,
+                                SD_BUS_RESULT("a" DISK_STRUCT, disks), method_list_disks,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Reclaim", SD_BUS_ARGS("as", names, "b", all, "b", dry_run, "s", discard),
                                 SD_BUS_RESULT("at", job_ids), method_reclaim, SD_BUS_VTABLE_UNPRIVILEGED),
@@ -968,11 +1002,15 @@ static bool connection_ready(Connection *c) {
 }
 
 void control_emit_job_progress(Manager *m, const Job *j, double rate) {
+        _cleanup_free_ char *target = utf8_sanitize(j->target);
+
+        if (!target)
+                return;
         for (Connection *c = m->connections, *next; c; c = next) {
                 next = c->next;
                 if (connection_ready(c))
                         (void) sd_bus_emit_signal(c->bus, VHDRECLAIM_BUS_PATH, VHDRECLAIM_BUS_INTERFACE, "JobProgress",
-                                                  "tsttd", j->id, j->target, atomic_load(&j->done),
+                                                  "tsttd", j->id, target, atomic_load(&j->done),
                                                   atomic_load(&j->total), rate);
         }
 }
@@ -987,13 +1025,17 @@ void control_emit_job_finished(Manager *m, const Job *j, const char *result, con
         bool compacting = pass_ran && j->report.compact;
         uint64_t size_after = compacting ? j->report.file_size_after : 0;
         uint64_t size_before = compacting ? size_after + j->report.compacted : 0;
+        _cleanup_free_ char *target = utf8_sanitize(j->target), *text = utf8_sanitize(message);
+
+        if (!target || !text)
+                return;
 
         for (Connection *c = m->connections, *next; c; c = next) {
                 next = c->next;
                 if (connection_ready(c))
                         (void) sd_bus_emit_signal(c->bus, VHDRECLAIM_BUS_PATH, VHDRECLAIM_BUS_INTERFACE, "JobFinished",
-                                                  "tsssstbtbtt", j->id, job_kind_to_string(j->kind), j->target,
-                                                  result, message ? message : "", reclaimed, (int) dry_run, punched,
+                                                  "tsssstbtbtt", j->id, job_kind_to_string(j->kind), target,
+                                                  result, text, reclaimed, (int) dry_run, punched,
                                                   (int) compacting, size_before, size_after);
         }
 }

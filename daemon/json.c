@@ -37,6 +37,45 @@ static size_t utf8_sequence_length(const unsigned char *p) {
         return n;
 }
 
+bool utf8_is_valid(const char *s) {
+        const unsigned char *p = (const unsigned char *) s;
+
+        while (*p) {
+                size_t n = utf8_sequence_length(p);
+
+                if (n == 0)
+                        return false;
+                p += n;
+        }
+        return true;
+}
+
+char *utf8_sanitize(const char *s) {
+        const unsigned char *p = (const unsigned char *) (s ? s : "");
+        char *out, *o;
+
+        /* Each bad byte (1) becomes 3: the worst case triples the length. */
+        out = malloc(strlen((const char *) p) * 3 + 1);
+        if (!out)
+                return NULL;
+        o = out;
+        while (*p) {
+                size_t n = utf8_sequence_length(p);
+
+                if (n == 0) {
+                        memcpy(o, "\xef\xbf\xbd", 3);
+                        o += 3;
+                        p++;
+                } else {
+                        memcpy(o, p, n);
+                        o += n;
+                        p += n;
+                }
+        }
+        *o = 0;
+        return out;
+}
+
 void json_write_string(FILE *f, const char *s) {
         const unsigned char *p = (const unsigned char *) (s ? s : "");
 
@@ -56,10 +95,12 @@ void json_write_string(FILE *f, const char *s) {
                         continue;
                 }
                 /* File names are bytes; JSON is UTF-8. A byte that is not
-                 * part of valid UTF-8 becomes U+FFFD, so the line stays valid. */
+                 * part of valid UTF-8 becomes U+FFFD, so the line stays valid.
+                 * Written as is, not escaped: the text is then the same as
+                 * utf8_sanitize()'s, which the history's name search needs. */
                 n = utf8_sequence_length(p);
                 if (n == 0) {
-                        fputs("\\ufffd", f);
+                        fputs("\xef\xbf\xbd", f);
                         p++;
                 } else {
                         fwrite(p, 1, n, f);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +12,13 @@
  * false or null. */
 
 void json_write_string(FILE *f, const char *s);
+
+/* File names are bytes, but JSON, D-Bus and the journal's readers want
+ * UTF-8. The one rule for all of them: a byte that is not part of
+ * well-formed UTF-8 (RFC 3629) becomes U+FFFD. utf8_sanitize() returns a
+ * new string (NULL only when out of memory; s NULL is ""). */
+bool utf8_is_valid(const char *s);
+char *utf8_sanitize(const char *s);
 
 typedef enum JsonType {
         JSON_STRING,

@@ -9,6 +9,7 @@
 #define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 
+#include "json.h"
 #include "log.h"
 
 /* Logging configuration is process-wide by nature (like syslog's openlog):
@@ -82,21 +83,28 @@ int log_internal(int level, int error, const char *file, int line, const char *f
         vsnprintf(msg, sizeof msg, format, ap);
         va_end(ap);
 
+        /* File names are bytes; a log is text. journalctl shows a field that
+         * is not UTF-8 as "[blob data]": bad bytes become U+FFFD, as on the
+         * bus (control.c), whatever the target. */
+        _cleanup_free_ char *clean = utf8_sanitize(msg);
+        const char *text = clean ? clean : msg;
+
         if (log_config.target == LOG_TARGET_JOURNAL) {
                 char lbuf[32];
+
                 snprintf(lbuf, sizeof lbuf, "%d", line);
                 if (error > 0)
-                        sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%d", level,
+                        sd_journal_send("MESSAGE=%s", text, "PRIORITY=%d", level,
                                         "ERRNO=%d", error, "CODE_FILE=%s", file,
                                         "CODE_LINE=%s", lbuf, "CODE_FUNC=%s", func,
                                         "SYSLOG_IDENTIFIER=%s", log_config.ident, NULL);
                 else
-                        sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%d", level,
+                        sd_journal_send("MESSAGE=%s", text, "PRIORITY=%d", level,
                                         "CODE_FILE=%s", file, "CODE_LINE=%s", lbuf,
                                         "CODE_FUNC=%s", func,
                                         "SYSLOG_IDENTIFIER=%s", log_config.ident, NULL);
         } else
-                log_write_stderr(level, msg);
+                log_write_stderr(level, text);
 
         return -error;
 }
@@ -108,7 +116,9 @@ void log_fields(int level, const char *message, const char *const *fields) {
                 return;
 
         if (log_config.target != LOG_TARGET_JOURNAL) {
-                log_write_stderr(level, message);
+                _cleanup_free_ char *text = utf8_sanitize(message);
+
+                log_write_stderr(level, text ? text : message);
                 return;
         }
 
@@ -116,17 +126,26 @@ void log_fields(int level, const char *message, const char *const *fields) {
                 n++;
 
         struct iovec iov[n + 3];
+        char *clean[n + 1];
         char prio[32], ident[256];
-        _cleanup_free_ char *m = NULL;
+        _cleanup_free_ char *m = NULL, *text = utf8_sanitize(message);
 
-        if (asprintf(&m, "MESSAGE=%s", message) < 0)
+        if (!text || asprintf(&m, "MESSAGE=%s", text) < 0)
                 return;
+        /* Fields as the message: UTF-8, so journalctl shows them as text. */
+        for (size_t i = 0; i < n; i++)
+                clean[i] = utf8_sanitize(fields[i]);
         snprintf(prio, sizeof prio, "PRIORITY=%d", level);
         snprintf(ident, sizeof ident, "SYSLOG_IDENTIFIER=%s", log_config.ident);
         iov[0] = (struct iovec) { m, strlen(m) };
         iov[1] = (struct iovec) { prio, strlen(prio) };
         iov[2] = (struct iovec) { ident, strlen(ident) };
-        for (size_t i = 0; i < n; i++)
-                iov[i + 3] = (struct iovec) { (void *) fields[i], strlen(fields[i]) };
+        for (size_t i = 0; i < n; i++) {
+                const char *f = clean[i] ? clean[i] : fields[i];
+
+                iov[i + 3] = (struct iovec) { (void *) f, strlen(f) };
+        }
         sd_journal_sendv(iov, (int) (n + 3));
+        for (size_t i = 0; i < n; i++)
+                free(clean[i]);
 }

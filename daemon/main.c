@@ -56,29 +56,6 @@ static void help(void) {
                "Exit status: 0 ok, 1 an image was refused or failed (or the configuration is invalid), 2 usage error.\n");
 }
 
-static int parse_size_arg(const char *s, uint64_t *ret) {
-        char *end;
-        unsigned long long v;
-        uint64_t mult = 1;
-
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno || end == s)
-                return -EINVAL;
-        if (*end == 'K' || *end == 'k')
-                mult = 1024;
-        else if (*end == 'M' || *end == 'm')
-                mult = 1024 * 1024;
-        else if (*end == 'G' || *end == 'g')
-                mult = 1024 * 1024 * 1024;
-        else if (*end != 0)
-                return -EINVAL;
-        if (*end && end[1] && strcasecmp(end + 1, "B") != 0)
-                return -EINVAL;
-        *ret = v * mult;
-        return 0;
-}
-
 static int parse_args(int argc, char **argv, Args *a) {
         enum { ARG_SOCKET = 0x100, ARG_STATE_DIR, ARG_ONCE, ARG_DRY_RUN, ARG_DISCARD, ARG_FORCE,
                ARG_MIN_HOLE, ARG_JSON, ARG_INSPECT, ARG_VERSION, ARG_COMPACT, ARG_FORMAT };
@@ -153,8 +130,10 @@ static int parse_args(int argc, char **argv, Args *a) {
                         a->once.pass.format = (DiskFormat) d;
                         break;
                 case ARG_MIN_HOLE:
-                        if (parse_size_arg(optarg, &a->once.pass.min_hole) < 0 || a->once.pass.min_hole == 0)
-                                return log_error_errno(EINVAL, "--min-hole takes a size such as 64K, not \"%s\"", optarg);
+                        if (parse_min_hole(optarg, &a->once.pass.min_hole) < 0)
+                                return log_error_errno(EINVAL, "--min-hole takes " MIN_HOLE_EXPECTED
+                                                               " (as minHole= in vhdreclaim.conf), not \"%s\"",
+                                                       optarg);
                         break;
                 default:
                         return -EINVAL;

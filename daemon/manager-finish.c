@@ -6,8 +6,10 @@
 #include <string.h>
 
 #include "control.h"
+#include "json.h"
 #include "log.h"
 #include "manager.h"
+#include "report.h"
 #include "schedule.h"
 #include "state.h"
 #include "vhdreclaim-bus.h"
@@ -54,6 +56,7 @@ static void record_estimate(Disk *d, const Job *j) {
 
         r->last_pass = j->start_realtime;
         r->last_result = (int) rep->result;
+        r->last_dry_run = true;
         free(r->last_message);
         r->last_message = strdup(rep->message ? rep->message : "");
         r->reclaimed_last = 0;
@@ -82,6 +85,7 @@ static void record_pass(Disk *d, const Job *j) {
         }
         r->last_pass = j->start_realtime;
         r->last_result = (int) rep->result;
+        r->last_dry_run = false;
         free(r->last_message);
         r->last_message = strdup(rep->message ? rep->message : "");
         r->reclaimed_last = rep->reclaimed;
@@ -115,7 +119,11 @@ static void note_compaction(PassReport *rep) {
 
         if (!rep->compact || (rep->result != PASS_SUCCESS && rep->result != PASS_NOTHING_TO_DO))
                 return;
-        if (asprintf(&s, "%s%sfile %s from %" PRIu64 " to %" PRIu64 " bytes, %" PRIu64 " blocks moved",
+        if (rep->format_known && rep->format == IMAGE_FORMAT_RAW) {
+                if (asprintf(&s, "%s%s%s", rep->message ? rep->message : "",
+                             rep->message && *rep->message ? "; " : "", REPORT_RAW_NOT_COMPACTED) < 0)
+                        return;
+        } else if (asprintf(&s, "%s%sfile %s from %" PRIu64 " to %" PRIu64 " bytes, %" PRIu64 " blocks moved",
                      rep->message ? rep->message : "", rep->message && *rep->message ? "; " : "",
                      rep->dry_run ? "would be compacted" : "compacted", rep->file_size_after + rep->compacted,
                      rep->file_size_after, rep->blocks_moved) < 0)
@@ -202,6 +210,13 @@ static void trim_finished(Manager *m, Job *j) {
         FILE *f = open_memstream(&msg, &size);
         int r;
 
+        /* A configured mount left out fails the run, as a mount that failed
+         * would: the trims done are reported beside it. */
+        if (j->trim_skipped) {
+                failed = true;
+                if (f)
+                        fprintf(f, "%s", j->trim_skipped);
+        }
         for (size_t i = 0; j->started && i < j->n_trim_mounts; i++) {
                 const TrimResult *res = &j->trim_results[i];
                 TrimStatus *t = NULL;
@@ -210,7 +225,8 @@ static void trim_finished(Manager *m, Job *j) {
                 total += res->trimmed;
                 failed = failed || res->error != 0;
                 if (f)
-                        fprintf(f, "%s%s: %s, %" PRIu64 " bytes trimmed%s%s", i ? "; " : "", j->trim_mounts[i].path,
+                        fprintf(f, "%s%s: %s, %" PRIu64 " bytes trimmed%s%s", i || j->trim_skipped ? "; " : "",
+                                j->trim_mounts[i].path,
                                 result, res->trimmed, res->error && res->error != -ECANCELED ? ": " : "",
                                 res->error && res->error != -ECANCELED ? strerror(-res->error) : "");
                 /* The mount is gone (or no longer a mount point): no series
@@ -262,18 +278,23 @@ static void unsparse_finished(Manager *m, Job *j) {
                 log_info("%s: holes re-allocated, the image is no longer sparse", d->name);
         else
                 log_warning_errno(r, "%s: re-allocating the holes failed: %m", d->name);
-        /* The caller may have gone; its connection then refuses the reply. */
-        if (r == -ENOSPC)
+        /* The caller may have gone; its connection then refuses the reply.
+         * The name goes on the bus: UTF-8 (control.c). */
+        _cleanup_free_ char *name = utf8_sanitize(d->name);
+
+        if (!name)
+                (void) sd_bus_reply_method_errno(j->request, ENOMEM, NULL);
+        else if (r == -ENOSPC)
                 (void) sd_bus_reply_method_errorf(j->request, VHDRECLAIM_ERROR_NO_SPACE,
                                                   "The host file system ran out of space re-allocating \"%s\"; "
                                                   "the holes filled so far were punched again",
-                                                  d->name);
+                                                  name);
         else if (r == -EBUSY)
                 (void) sd_bus_reply_method_errorf(j->request, VHDRECLAIM_ERROR_BUSY,
-                                                  "\"%s\" is in use by another process; nothing was changed", d->name);
+                                                  "\"%s\" is in use by another process; nothing was changed", name);
         else if (r < 0)
                 (void) sd_bus_reply_method_errorf(j->request, VHDRECLAIM_ERROR_FAILED,
-                                                  "Re-allocating \"%s\" failed: %s", d->name, strerror(-r));
+                                                  "Re-allocating \"%s\" failed: %s", name, strerror(-r));
         else
                 (void) sd_bus_reply_method_return(j->request, NULL);
         control_emit_job_finished(m, j, r >= 0 ? "success" : "error", r >= 0 ? "" : strerror(-r), 0);

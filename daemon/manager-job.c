@@ -214,25 +214,74 @@ int manager_queue_unsparse(Manager *m, Disk *d, sd_bus_message *request, Job **r
         return 0;
 }
 
-int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, Job **ret) {
+/* Appends text to a "; "-joined list. */
+static int append_reason(char **list, const char *text) {
+        char *s;
+
+        if (asprintf(&s, "%s%s%s", *list ? *list : "", *list ? "; " : "", text) < 0)
+                return -ENOMEM;
+        free(*list);
+        *list = s;
+        return 0;
+}
+
+/* The configured [trim] mounts that are mount points now. Mounts come and
+ * go, so one that is not is no reason to trim none of the others: it is
+ * left out of this run, with a warning naming it (every run, so a host that
+ * is never looked at still says so), and *ret_skipped says why. */
+static int configured_trim_mounts(char *const *paths, size_t n_paths, TrimMount **ret, size_t *ret_n,
+                                  char **ret_skipped) {
+        _cleanup_free_ char **valid = calloc(n_paths + 1, sizeof *valid);
+        size_t k = 0;
+        int r;
+
+        if (!valid)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_paths; i++) {
+                _cleanup_free_ char *why = NULL;
+                TrimMount *tm = NULL;
+                size_t n = 0;
+
+                r = trim_list_mounts(&paths[i], 1, &tm, &n, &why);
+                trim_mounts_free(tm, n);
+                if (r == -ENOENT || r == -EINVAL) {
+                        const char *reason = why ? why : paths[i];
+
+                        log_warning("trim: %s; left out of this trim ([trim] mounts=)", reason);
+                        if (append_reason(ret_skipped, reason) < 0)
+                                return -ENOMEM;
+                        continue;
+                }
+                if (r < 0)
+                        return r;
+                valid[k++] = paths[i];
+        }
+        if (k == 0)
+                return -ENXIO;
+        return trim_list_mounts(valid, k, ret, ret_n, NULL);
+}
+
+int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, char **ret_error, Job **ret) {
         const TrimConfig *t = &m->config->trim;
         TrimMount *tm = NULL;
         size_t n = 0;
-        _cleanup_free_ char *why = NULL;
+        _cleanup_free_ char *skipped = NULL;
         Job *j;
         int r;
 
+        *ret_error = NULL;
         if (n_mounts > 0)
-                r = trim_list_mounts(mounts, n_mounts, &tm, &n, &why);
+                r = trim_list_mounts(mounts, n_mounts, &tm, &n, ret_error);
         else if (all || t->all)
                 r = trim_list_all(&tm, &n);
-        else if (t->n_mounts > 0)
-                r = trim_list_mounts(t->mounts, t->n_mounts, &tm, &n, &why);
-        else
+        else if (t->n_mounts > 0) {
+                r = configured_trim_mounts(t->mounts, t->n_mounts, &tm, &n, &skipped);
+                if (r == -ENXIO) {
+                        *ret_error = TAKE_PTR(skipped);
+                        return r;
+                }
+        } else
                 return -ENOENT;
-        if (r == -ENOENT || r == -EINVAL)
-                return log_warning_errno(ENXIO, "trim: %s", why ? why : "a listed path is on no mounted file system"),
-                       -ENXIO;
         if (r < 0)
                 return r;
 
@@ -244,6 +293,7 @@ int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, Job
         *j = (Job) { .manager = m, .id = ++m->next_job_id, .kind = JOB_TRIM, .trigger = TRIGGER_MANUAL,
                      .trim_mounts = tm, .n_trim_mounts = n, .trim_chunk = t->chunk,
                      .trim_pause_usec = t->pause_usec, .started = true };
+        j->trim_skipped = TAKE_PTR(skipped);
         j->trim_results = calloc(MAX(n, 1u), sizeof *j->trim_results);
         j->target = join_mount_paths(tm, n);
         if (!j->trim_results || !j->target)

@@ -220,6 +220,7 @@ static int open_state_dir(Manager *m) {
         _cleanup_free_ char *p = strdup(m->state_dir);
         TrimStatus *t = NULL;
         size_t n = 0;
+        pid_t holder;
         int r;
 
         if (!p)
@@ -236,6 +237,18 @@ static int open_state_dir(Manager *m) {
         m->state_dir_fd = open(m->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (m->state_dir_fd < 0)
                 return log_error_errno(errno, "cannot open the state directory %s: %m", m->state_dir);
+        r = state_lock_dir(m->state_dir_fd, &m->state_lock_fd, &holder);
+        if (r == -EBUSY && holder > 0)
+                return log_error_errno(r, "another vhdreclaimd (PID %d) uses the state directory %s: "
+                                          "each daemon needs its own (--state-dir, stateDir=)",
+                                       (int) holder, m->state_dir);
+        if (r == -EBUSY)
+                return log_error_errno(r, "another vhdreclaimd uses the state directory %s (%s/" STATE_LOCK_FILE
+                                          " is locked): each daemon needs its own (--state-dir, stateDir=)",
+                                       m->state_dir, m->state_dir);
+        if (r < 0)
+                return log_error_errno(r, "cannot lock the state directory %s (%s/" STATE_LOCK_FILE "): %m",
+                                       m->state_dir, m->state_dir);
         r = state_load_trim(m->state_dir_fd, &t, &n);
         if (r == -EBADMSG)
                 log_warning("%s/trim.state is malformed, starting afresh", m->state_dir);
@@ -271,7 +284,8 @@ int manager_new(const char *config_path, const char *socket_override, const char
         m = calloc(1, sizeof *m);
         if (!m)
                 return -ENOMEM;
-        m->state_dir_fd = m->worker_efd = m->inotify_fd = m->inotify_wait_fd = m->mountinfo_fd = m->listen_fd = -1;
+        m->state_dir_fd = m->state_lock_fd = m->worker_efd = m->inotify_fd = m->inotify_wait_fd = m->mountinfo_fd =
+                m->listen_fd = -1;
         m->start_time = usec_now(CLOCK_REALTIME);
         /* Absolute, so ConfigFile says which file a reload reads. */
         m->config_path = realpath(config_path, NULL);
@@ -346,6 +360,8 @@ Manager *manager_free(Manager *m) {
         trim_status_free(m->trim_status, m->n_trim_status);
         if (m->state_dir_fd >= 0)
                 close(m->state_dir_fd);
+        if (m->state_lock_fd >= 0)
+                close(m->state_lock_fd);
         config_free(m->config);
         sd_event_unref(m->event);
         free(m->socket_path);

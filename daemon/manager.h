@@ -116,6 +116,7 @@ struct Job {
         size_t n_trim_mounts;
         uint64_t trim_chunk;
         uint64_t trim_pause_usec;
+        char *trim_skipped;     /* configured mounts left out of this run, each with why; NULL = none */
 
         /* Shared with the worker thread. */
         pthread_t thread;
@@ -147,6 +148,7 @@ struct Manager {
         char *socket_path;              /* in effect; fixed at start */
         char *state_dir;                /* in effect; fixed at start */
         int state_dir_fd;
+        int state_lock_fd;              /* flock on STATEDIR/lock, held for the daemon's life */
         gid_t admin_gid;
         bool have_admin_gid;
 
@@ -195,6 +197,7 @@ struct Manager {
         size_t n_trim_status;
         sd_event_source *trim_timer;
         uint64_t trim_next;
+        uint64_t trim_attempt;          /* realtime usec the periodic trim last came due */
 
         uint64_t start_time;            /* realtime usec */
         bool stopping;
@@ -263,7 +266,13 @@ int manager_queue_reclaim(Manager *m, Disk *d, JobTrigger trigger, bool dry_run,
  * disk (sparse=false, discard=none), -EBUSY while another kind of job or a
  * pass that does not compact runs on it. */
 int manager_queue_compact(Manager *m, Disk *d, Job **ret);
-int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, Job **ret);
+/* Queues a trim of mounts (each must be a mount point, else -EINVAL or
+ * -ENOENT and *ret_error says which and why), of every file system (all),
+ * or of the configured [trim] mounts: of these, a path that is not a mount
+ * point now is left out with a warning naming it and the others trimmed;
+ * -ENXIO when none is left (*ret_error then names every one). -ENOENT when
+ * nothing is configured. */
+int manager_queue_trim(Manager *m, char **mounts, size_t n_mounts, bool all, char **ret_error, Job **ret);
 int manager_cancel_job(Manager *m, uint64_t id);
 
 /* Refreshes STATUS= (and anything else that follows the daemon's state). */

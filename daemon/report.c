@@ -88,7 +88,9 @@ void report_write_text(const PassReport *r, FILE *f) {
                 r->dry_run ? "would punch" : "reclaimed",
                 rec, st, ze, fr, r->duration_ms,
                 r->message && *r->message ? ": " : "", r->message ? r->message : "");
-        if (r->compact) {
+        if (r->compact && r->format_known && r->format == IMAGE_FORMAT_RAW)
+                fprintf(f, "%s: %s\n", r->path, REPORT_RAW_NOT_COMPACTED);
+        else if (r->compact) {
                 char before[32], after[32];
 
                 format_bytes(r->file_size, before, sizeof before);

@@ -187,13 +187,22 @@ static uint64_t trim_last(Manager *m) {
 
 static int on_trim_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
+        _cleanup_free_ char *why = NULL;
         Job *j;
         int r;
 
         m->trim_next = 0;
-        r = manager_queue_trim(m, NULL, 0, false, &j);
-        if (r < 0)
+        m->trim_attempt = usec_now(CLOCK_REALTIME);
+        r = manager_queue_trim(m, NULL, 0, false, &why, &j);
+        /* No job, no trim_finished() to arm the next one: arm it here, or
+         * one bad run would end the periodic trims for good. */
+        if (r == -ENXIO)
+                log_warning("periodic trim: none of the [trim] mounts can be trimmed now (%s); trying again in an "
+                            "interval", why);
+        else if (r < 0)
                 log_warning_errno(r, "cannot queue the periodic trim: %m");
+        if (r < 0)
+                (void) schedule_trim(m);
         manager_state_changed(m);
         return 0;
 }
@@ -204,7 +213,7 @@ int schedule_trim(Manager *m) {
         int r;
 
         next = (t->all || t->n_mounts > 0) && !m->trim_running
-                       ? schedule_next(trim_last(m), t->interval_usec, 0, usec_now(CLOCK_REALTIME))
+                       ? schedule_next(MAX(trim_last(m), m->trim_attempt), t->interval_usec, 0, usec_now(CLOCK_REALTIME))
                        : 0;
         m->trim_next = next;
         if (next == 0) {

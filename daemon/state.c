@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -176,6 +177,48 @@ static bool key_is(const char *key, size_t len, const char *want) {
         return strlen(want) == len && memcmp(key, want, len) == 0;
 }
 
+/* ---- the state directory's lock ---- */
+
+static pid_t read_lock_holder(int fd) {
+        char buf[32];
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        unsigned long v;
+        char *end;
+
+        if (n <= 0)
+                return 0;
+        buf[n] = 0;
+        errno = 0;
+        v = strtoul(buf, &end, 10);
+        if (errno != 0 || end == buf || (*end != '\n' && *end != 0) || v == 0 || v > INT32_MAX)
+                return 0;
+        return (pid_t) v;
+}
+
+int state_lock_dir(int dir_fd, int *ret_fd, pid_t *ret_holder) {
+        _cleanup_close_ int fd = -1;
+        char buf[32];
+        int n;
+
+        *ret_holder = 0;
+        fd = openat(dir_fd, STATE_LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0644);
+        if (fd < 0)
+                return -errno;
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                if (errno != EWOULDBLOCK)
+                        return -errno;
+                *ret_holder = read_lock_holder(fd);
+                return -EBUSY;
+        }
+        /* The PID is for the message of the daemon that finds it taken;
+         * the lock itself is the flock, gone with the process. */
+        n = snprintf(buf, sizeof buf, "%d\n", (int) getpid());
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t) n, 0) != n)
+                return -errno ? -errno : -EIO;
+        *ret_fd = TAKE_FD(fd);
+        return 0;
+}
+
 /* ---- disk records ---- */
 
 int disk_record_format(const DiskRecord *r, const char *name, const char *path, char **ret) {
@@ -192,6 +235,7 @@ int disk_record_format(const DiskRecord *r, const char *name, const char *path, 
         escape_value(f, path);
         fprintf(f, "\nlast_pass=%" PRIu64 "\n", r->last_pass);
         fprintf(f, "last_result=%s\n", r->last_result >= 0 ? pass_result_to_string((PassResult) r->last_result) : "");
+        fprintf(f, "last_dry_run=%s\n", r->last_dry_run ? "true" : "false");
         fputs("last_message=", f);
         escape_value(f, r->last_message ? r->last_message : "");
         fprintf(f, "\nreclaimed_last=%" PRIu64 "\nreclaimed_total=%" PRIu64 "\nresume_offset=%" PRIu64
@@ -258,6 +302,14 @@ static int record_kv(const char *key, size_t klen, const char *value, size_t vle
                 if (vlen == 0)
                         r->last_result = -1;
                 else if ((r->last_result = (int) pass_result_from_string(s)) < 0)
+                        return -EBADMSG;
+        } else if (key_is(key, klen, "last_dry_run")) {
+                /* Absent in files from before it was added: false. */
+                if (vlen == 4 && memcmp(value, "true", 4) == 0)
+                        r->last_dry_run = true;
+                else if (vlen == 5 && memcmp(value, "false", 5) == 0)
+                        r->last_dry_run = false;
+                else
                         return -EBADMSG;
         } else if (key_is(key, klen, "last_message")) {
                 if (vlen > STATE_MESSAGE_MAX)

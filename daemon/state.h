@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "pass.h"
 
@@ -29,6 +30,7 @@
 typedef struct DiskRecord {
         uint64_t last_pass;             /* realtime usec of the last pass's start; 0 = never */
         int last_result;                /* PassResult, -1 = never */
+        bool last_dry_run;              /* that result is a dry run's (a watch-only disk's estimate) */
         char *last_message;
         uint64_t reclaimed_last;
         uint64_t reclaimed_total;
@@ -60,6 +62,13 @@ int disk_record_parse(const char *text, DiskRecord *ret);
 int state_write_atomic(int dir_fd, const char *filename, const char *data, size_t len);
 /* Reads a whole file of at most max bytes, NUL-terminated; -EFBIG when larger. */
 int state_read_file(int dir_fd, const char *filename, size_t max, char **ret);
+
+/* One daemon per state directory: two would overwrite each other's
+ * records, history and rotation. Takes an exclusive flock on dir_fd/lock
+ * (held as long as *ret_fd stays open) and writes our PID into it. -EBUSY
+ * when another process holds it, *ret_holder then its PID (0 if unknown). */
+#define STATE_LOCK_FILE "lock"
+int state_lock_dir(int dir_fd, int *ret_fd, pid_t *ret_holder);
 
 int state_save_disk(int dir_fd, const char *name, const char *path, const DiskRecord *r);
 /* -ENOENT when there is no record; -EBADMSG when it is malformed. */

@@ -45,6 +45,7 @@ Job *job_free(Job *j) {
         pass_options_done(&j->options);
         trim_mounts_free(j->trim_mounts, j->n_trim_mounts);
         free(j->trim_results);
+        free(j->trim_skipped);
         sd_bus_message_unref(j->request);
         free(j);
         return NULL;

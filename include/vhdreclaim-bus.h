@@ -11,7 +11,7 @@
  * Methods (R = read-only, open to anyone who can connect; W = changes state:
  * uid 0, the daemon's own uid, or a member of adminGroup):
  *
- *  R ListDisks(as names) -> a(ssssbsttttttssttttu)
+ *  R ListDisks(as names) -> a(ssssbsttttttssttttub)
  *        names empty = all disks. One struct per disk:
  *        name, path, origin ("disk" | "watch.NAME"), format ("vhdx"|"raw"|"unknown"),
  *        sparse, state ("idle"|"queued"|"reclaiming"|"missing"|"error"),
@@ -20,7 +20,10 @@
  *        last_result (a PassResult string, "" = never), last_message,
  *        last_pass (realtime usec), next_pass (realtime usec, 0 = none scheduled),
  *        job_done, job_total (bytes of the running pass, 0 when idle),
- *        passes (number of passes run)
+ *        passes (number of passes run), last_dry_run (last_result is a dry
+ *        run's: a watch-only disk's estimate)
+ *     Fields are only ever appended: daemons before last_dry_run send 19, and
+ *     a client reads the ones it knows (ctl/commands.c read_disk).
  *     Unknown name -> error VHDRECLAIM_ERROR_NO_SUCH_DISK.
  *  W Reclaim(as names, b all, b dry_run, s discard) -> at job_ids
  *        discard "" = each disk's configured mode, else "safe" | "free".
@@ -34,6 +37,10 @@
  *  W Trim(as mounts, b all) -> t job_id
  *        mounts empty and all=false = the configured [trim] mounts; job_id 0
  *        when there is nothing to trim (none given, none configured).
+ *        A given mount that is not a mount point: SD_BUS_ERROR_INVALID_ARGS
+ *        naming it. A configured one is left out of the job (its message
+ *        names it, the result is "error"); none left: VHDRECLAIM_ERROR_FAILED
+ *        naming each.
  *  W Cancel(t job_id) -> ()
  *  W SetSparse(s name, b sparse) -> ()   false: answered once the holes are
  *        re-allocated (a "set-sparse" job on a worker thread meanwhile);
@@ -52,6 +59,10 @@
  *        would have punched; reclaimed is 0)
  *  R GetTrimStatus() -> a(sttts)  mount, last (realtime usec), trimmed_last,
  *        trimmed_total, last_result
+ *
+ * Every string is valid UTF-8 (D-Bus requires it): a byte of a file name or
+ * of the configuration that is not becomes U+FFFD (utf8_sanitize), and a
+ * disk is also found by that name in the methods that take one.
  *
  * Properties (R): Version s, State s ("idle"|"busy"), Disks u, ActiveJobs u,
  *        ReclaimedTotal t, StartTime t (realtime usec), ConfigFile s.

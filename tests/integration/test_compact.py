@@ -320,10 +320,26 @@ def test_disk_full(work):
     os.unlink(base)
 
 
+def test_raw_not_compacted(work):
+    """--compact on a raw image punches as ever and says that a raw image
+    is not compacted, rather than reporting a compaction of 0 blocks."""
+    img = os.path.join(work, "plain.raw")
+    with open(img, "wb") as f:
+        f.write(os.urandom(MiB) + bytes(4 * MiB) + os.urandom(MiB))
+    ref = img + ".ref"
+    shutil.copyfile(img, ref)
+    p = oncetest.run([oncetest.binary(), "--once", "--compact", img])
+    t.check(p.returncode == 0 and "not compacted: a raw image" in p.stdout and "blocks moved" not in p.stdout,
+            f"raw --compact: says it is not compacted (exit {p.returncode}, {p.stdout.strip()!r})")
+    t.check(oncetest.run(["cmp", img, ref]).returncode == 0, "raw --compact: the content is unchanged")
+    t.check(os.stat(img).st_blocks * 512 <= 2 * MiB + 64 * 1024, "raw --compact: the zeros were punched")
+
+
 def main():
     oncetest.require_tools("qemu-img", "qemu-io", "mkfs.ext4", "debugfs", "e2fsck", "vhdiinfo", "fallocate")
     work = oncetest.workdir("vhdreclaim-compact-")
     try:
+        test_raw_not_compacted(work)
         test_ext4(work, 1 * MiB)
         test_ext4(work, 32 * MiB)
         test_kill(work)

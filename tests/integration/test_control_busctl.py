@@ -317,6 +317,7 @@ def test_socket_takeover_rules(tmp):
     # A second daemon on the same socket refuses to start and leaves the first alone.
     d2 = Daemon(tmp, conf)
     d2.log = os.path.join(tmp, "second.log")
+    d2.state = os.path.join(tmp, "state2")      # its own: the state directory's lock is another test
     d2.start(wait=False)
     assert d2.proc.wait(10) != 0
     assert "another vhdreclaimd is running" in d2.read_log(), d2.read_log()
@@ -332,6 +333,35 @@ def test_socket_takeover_rules(tmp):
     assert not os.path.exists(d.sock)
 
 
+def test_state_dir_lock(tmp):
+    """Two daemons on one state directory would overwrite each other's
+    records and history: the second refuses to start, naming the directory
+    and the first one's PID, and leaves the first and its state alone."""
+    img = standard_image(os.path.join(tmp, "a.vhdx"))
+    conf = config(tmp, [("a", img)])
+    d = Daemon(tmp, conf).start()
+    d.reclaim("a")
+    d.wait_passes("a", 1)
+    state_file = os.path.join(d.state, "disks", "a.state")
+    before = open(state_file).read()
+    d2 = Daemon(tmp, conf)
+    d2.log = os.path.join(tmp, "second.log")
+    d2.sock = os.path.join(tmp, "second.sock")
+    d2.start(wait=False)
+    rc = d2.proc.wait(10)
+    log = d2.read_log()
+    assert rc != 0, log
+    assert d.state in log and f"PID {d.proc.pid}" in log, log
+    assert not os.path.exists(d2.sock), log
+    assert d.alive() and d.disk("a")["passes"] == 1
+    assert open(state_file).read() == before
+    # Once the first has gone, the directory is free (the lock dies with it).
+    d.stop()
+    d2.start()
+    assert d2.disk("a")["passes"] == 1
+
+
 if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl")
-    main([test_introspect_and_call, test_job_signals, test_500_clients_and_garbage, test_socket_takeover_rules])
+    main([test_introspect_and_call, test_job_signals, test_500_clients_and_garbage, test_socket_takeover_rules,
+          test_state_dir_lock])

@@ -299,6 +299,48 @@ def test_set_sparse_without_space(tmp):
         subprocess.run(["umount", host], capture_output=True)
 
 
+def test_bad_configured_mount_trims_the_others(tmp):
+    """One [trim] mounts= entry that is not a mount point now (mounts come
+    and go) is left out of every run with a warning naming it: the valid
+    mount is still trimmed, by the periodic trim too, run after run, and
+    the manual trim prints the daemon's reason naming the path."""
+    fs = LoopFs(tmp)
+    inner = os.path.join(tmp, "not-a-mount")
+    os.mkdir(inner)
+    try:
+        fill_and_free(fs.mnt, 32 * MiB)
+        extra = f"\n[trim]\nmounts={fs.mnt} {inner}\nchunk=32M\npause=0\ninterval=1s\n"
+        d = Daemon(tmp, config(tmp, extra=extra)).start()
+        # Periodic: two runs at least, each trimming the valid mount and naming the other.
+        status = wait_for(lambda: (lambda s: s if len(s) == 1 and s[0][1] > 0 else None)(d.call("GetTrimStatus")[0]),
+                          10, what="the first periodic trim")
+        assert status[0][0] == fs.mnt and status[0][4] == "success", status
+        first = status[0][1]
+        wait_for(lambda: d.call("GetTrimStatus")[0][0][1] > first, 10, what="a second periodic trim")
+        log = d.read_log()
+        assert log.count(f"{inner} is not a mount point") >= 2, log
+        assert "No such device or address" not in log, log
+        # Manual: the valid mount trimmed, exit 1, the bad one named with the reason.
+        d.stop()
+        d.write_config(config(tmp, extra=f"\n[trim]\nmounts={fs.mnt} {inner}\ninterval=0\n"))
+        d.start()
+        last = d.call("GetTrimStatus")[0][0][1]
+        p = ctl(d, "trim", "--wait")
+        out = p.stdout + p.stderr
+        assert p.returncode == 1, (p.returncode, out)
+        assert f"{inner} is not a mount point" in out and fs.mnt in out, out
+        assert d.call("GetTrimStatus")[0][0][1] > last
+        # None left: refused up front, the path named.
+        d.stop()
+        d.write_config(config(tmp, extra=f"\n[trim]\nmounts={inner}\ninterval=0\n"))
+        d.start()
+        p = ctl(d, "trim", "--wait")
+        assert p.returncode == 1 and f"{inner} is not a mount point" in p.stderr, (p.returncode, p.stdout, p.stderr)
+        assert "No such device or address" not in d.read_log()
+    finally:
+        fs.close()
+
+
 if __name__ == "__main__":
     require_tools("busctl", "mkfs.ext4", "mkfs.xfs", "fstrim", "mount")
     if not VHDRECLAIMCTL or not os.access(VHDRECLAIMCTL, os.X_OK):
@@ -311,4 +353,4 @@ if __name__ == "__main__":
     main([test_trim, test_trim_matches_fstrim_ext4, test_trim_matches_fstrim_ext4_small_chunks,
           test_trim_matches_fstrim_xfs,
           test_trim_refuses_what_is_no_mount_point, test_vanished_mount_leaves_no_series,
-          test_set_sparse_without_space])
+          test_set_sparse_without_space, test_bad_configured_mount_trims_the_others])

@@ -534,6 +534,9 @@ def test_cli(work):
         (["--discard=none", vhdx], "--discard=none (not a --once mode)"),
         (["--min-hole=abc", vhdx], "--min-hole=abc"),
         (["--min-hole=0", vhdx], "--min-hole=0"),
+        (["--min-hole=3K", vhdx], "--min-hole=3K (not a power of two; minHole= refuses it)"),
+        (["--min-hole=12K", vhdx], "--min-hole=12K (not a power of two)"),
+        (["--min-hole=2K", vhdx], "--min-hole=2K (below 4K)"),
         (["--no-such-option", vhdx], "an unknown option"),
     ]
     sha = oncetest.sha256(vhdx)
@@ -541,6 +544,14 @@ def test_cli(work):
         p = oncetest.run([oncetest.binary(), "--once", "--json", *args])
         t.check(p.returncode == 2 and p.stdout == "" and p.stderr.strip(),
                 f"usage error, {what}: exit 2, a message, no report (exit {p.returncode}, {p.stderr.strip()!r})")
+    p = oncetest.run([oncetest.binary(), "--once", "--min-hole=3K", vhdx])
+    t.check("power of two" in p.stderr and "4K" in p.stderr,
+            f"--min-hole=3K: the message says why (as minHole= does): {p.stderr.strip()!r}")
+    # The sizes minHole= takes, T included.
+    for size in ("1T", "4K", "1MB"):
+        p = oncetest.run([oncetest.binary(), "--once", "--json", "--dry-run", f"--min-hole={size}", vhdx])
+        t.check(p.returncode == 0 and json.loads(p.stdout).get("result") in ("success", "nothing-to-do"),
+                f"--min-hole={size} --dry-run: accepted as minHole= is (exit {p.returncode}, {p.stderr.strip()!r})")
     p = oncetest.run([oncetest.binary(), "--inspect"])
     t.equal(p.returncode, 2, "--inspect without an image: exit 2")
     t.check(oncetest.sha256(vhdx) == sha, "usage errors touched nothing")

@@ -48,6 +48,7 @@ DAEMON_CHECKS = [
     "watchdog_restarts_frozen_daemon",
     "timer_service_reclaims",
     "journal_fields",
+    "timer_service_trims_despite_refused_image",
     "clean_stop",
 ]
 ALL_CHECKS = UNIT_CHECKS + DAEMON_CHECKS

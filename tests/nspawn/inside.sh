@@ -281,6 +281,35 @@ $TRIM_CONFIG"
                 fail "the trim gave back less than 24 of the 32 MiB freed on $TRIM_MOUNT"
 }
 
+# One refused image (a user's broken VHDX) fails the oneshot, as an
+# administrator wants to see in `systemctl --failed`, but the trim still
+# runs: the two steps are one command line (vhdreclaim.service).
+check_timer_service_trims_despite_refused_image() {
+        require_ctl || return
+        local broken=/srv/wsl/broken.vhdx before_trim
+        printf 'not a disk image\n' >"$broken" || fail "cannot write $broken" || return
+        write_config "$DISKS_CONFIG
+[disk.broken]
+path=$broken
+$TRIM_CONFIG"
+        systemctl reload vhdreclaimd.service || fail "reload with a broken image failed" || return
+        dd if=/dev/urandom of="$TRIM_MOUNT/junk" bs=1M count=32 conv=fsync status=none &&
+                rm "$TRIM_MOUNT/junk" && sync || fail "cannot fill and free $TRIM_MOUNT" || return
+        before_trim=$(allocated "$TRIM_BACKING")
+        systemctl start vhdreclaim.service &&
+                fail "vhdreclaim.service succeeded although $broken is refused" && return 1
+        [ "$(prop vhdreclaim.service Result)" = exit-code ] ||
+                fail "vhdreclaim.service: Result=$(prop vhdreclaim.service Result), not exit-code" || return
+        echo "    trim backing file: $before_trim -> $(allocated "$TRIM_BACKING")"
+        [ $((before_trim - $(allocated "$TRIM_BACKING"))) -ge $((24 * 1048576)) ] ||
+                fail "the trim did not run after the refused image (less than 24 of 32 MiB given back)" || return
+        systemctl reset-failed vhdreclaim.service
+        rm -f "$broken"
+        write_config "$DISKS_CONFIG
+$TRIM_CONFIG"
+        systemctl reload vhdreclaimd.service || fail "reload without the broken image failed"
+}
+
 # PASS_END_ID and TRIM_END_ID (in /harness/env) are the MESSAGE_IDs of the
 # daemon's source; test_units checks that vhdreclaimd(8) gives the same.
 

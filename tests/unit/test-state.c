@@ -113,6 +113,7 @@ static void test_record_round_trip(void **state) {
         r.format = IMAGE_FORMAT_VHDX;
         r.passes = 4000000000u;
         r.sparse_override = 0;
+        r.last_dry_run = true;
 
         assert_int_equal(state_save_disk(f->fd, "profiles/alice.vhdx", "/srv/x y/alice.vhdx", &r), 0);
         assert_int_equal(state_load_disk(f->fd, "profiles/alice.vhdx", &back), 0);
@@ -127,6 +128,7 @@ static void test_record_round_trip(void **state) {
         assert_int_equal(back.format, IMAGE_FORMAT_VHDX);
         assert_int_equal(back.passes, r.passes);
         assert_int_equal(back.sparse_override, 0);
+        assert_true(back.last_dry_run);
         disk_record_done(&back);
 
         /* Saved again over the old one: no temporary file stays behind. */
@@ -140,11 +142,48 @@ static void test_record_round_trip(void **state) {
         assert_int_equal(back.last_result, -1);
         assert_int_equal(back.format, -1);
         assert_int_equal(back.sparse_override, -1);
+        assert_true(back.last_dry_run);
         assert_int_equal(count_entries(f, "disks"), 1);
         disk_record_done(&back);
         disk_record_done(&r);
 
         assert_int_equal(state_load_disk(f->fd, "never-saved", &back), -ENOENT);
+}
+
+/* A file from before last_dry_run: false; a bad value: the file is rejected. */
+static void test_record_last_dry_run(void **state) {
+        DiskRecord r;
+
+        assert_int_equal(disk_record_parse("version=1\nlast_result=success\n", &r), 0);
+        assert_false(r.last_dry_run);
+        disk_record_done(&r);
+        assert_int_equal(disk_record_parse("version=1\nlast_dry_run=true\n", &r), 0);
+        assert_true(r.last_dry_run);
+        disk_record_done(&r);
+        assert_int_equal(disk_record_parse("version=1\nlast_dry_run=yes\n", &r), -EBADMSG);
+}
+
+/* One daemon per state directory: the second is refused with the first's PID. */
+static void test_state_lock(void **state) {
+        Fixture *f = *state;
+        int fd = -1, fd2 = -1;
+        pid_t holder = -1;
+        char buf[32] = {};
+
+        assert_int_equal(state_lock_dir(f->fd, &fd, &holder), 0);
+        assert_true(fd >= 0);
+        assert_int_equal(holder, 0);
+        /* Another open file description: the flock conflicts as it would
+         * between two processes. */
+        assert_int_equal(state_lock_dir(f->fd, &fd2, &holder), -EBUSY);
+        assert_int_equal(fd2, -1);
+        assert_int_equal(holder, getpid());
+        assert_true(pread(fd, buf, sizeof buf - 1, 0) > 0);
+        assert_int_equal(atoi(buf), getpid());
+        close(fd);
+        /* Released with the descriptor: a stale file with a PID in it is no lock. */
+        assert_int_equal(state_lock_dir(f->fd, &fd2, &holder), 0);
+        close(fd2);
 }
 
 static void test_record_rejects_corruption(void **state) {
@@ -278,6 +317,16 @@ static void test_history_round_trip(void **state) {
         assert_int_equal(n, 2);
         assert_int_equal(e[0].start, 1002);
         assert_int_equal(e[1].start, 1004);
+        history_entries_free(e, n);
+
+        /* A name that is not UTF-8 is written with U+FFFD for each bad byte,
+         * and found by that name, which is how the bus shows it. */
+        assert_int_equal(history_format_line(&rep, "w/bad\xff\xfe.vhdx", 2000, DISCARD_FREE, &line), 0);
+        assert_int_equal(state_append_history(f->fd, line), 0);
+        free(line);
+        assert_int_equal(state_read_history(f->fd, "w/bad\xef\xbf\xbd\xef\xbf\xbd.vhdx", 0, &e, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(e[0].start, 2000);
         history_entries_free(e, n);
         pass_report_done(&rep);
 }
@@ -517,6 +566,8 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_escape_name),
                 cmocka_unit_test_setup_teardown(test_record_round_trip, setup, teardown),
+                cmocka_unit_test(test_record_last_dry_run),
+                cmocka_unit_test_setup_teardown(test_state_lock, setup, teardown),
                 cmocka_unit_test(test_record_rejects_corruption),
                 cmocka_unit_test_setup_teardown(test_corrupt_files, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_atomic_write, setup, teardown),
