@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Compaction (`vhdreclaimd --once --compact`) against real peers.
 
-- ext4 made by mkfs.ext4 -d, files deleted with debugfs, converted by
+- ext4 made by mkfs.ext4 -d, files deleted with debugfs, and NTFS made by
+  mkntfs and filled and thinned through ntfs-3g, converted by
   qemu-img with 1 MiB and 32 MiB blocks: after a safe compaction qemu-img
   check is clean and qemu-img compare finds the guest view identical; after a
   free one e2fsck -fn is clean and every remaining file reads back identical;
@@ -157,6 +158,56 @@ def test_ext4(work, block_size):
     check_compacted(img, label + ", free")
     os.unlink(orig)
     os.unlink(img)
+
+
+def test_ntfs(work, block_size):
+    """NTFS made by mkntfs, filled through a read-write ntfs-3g mount, most
+    files deleted, converted by qemu-img: compacted with the free tier, the
+    volume is clean for ntfsfix -n and every remaining file reads back the
+    same through a read-only mount."""
+    import ntfstest
+    label = f"ntfs, {block_size // MiB} MiB blocks"
+    problem = ntfstest.fuse_problem()
+    if problem:
+        t.skip(f"{label}: {problem}")
+        return
+    raw = os.path.join(work, "n.raw")
+    img = os.path.join(work, "n.vhdx")
+    ntfstest.mkntfs(raw, max(256, 32 * block_size // MiB))
+    files = {}
+    with ntfstest.Mount(raw, raw + ".mnt") as mnt:
+        for i in range(40):
+            data = rng.randbytes(rng.randint(1, 1024) * 4096)
+            with open(os.path.join(mnt, f"f{i:03d}.bin"), "wb") as f:
+                f.write(data)
+            files[f"f{i:03d}.bin"] = oncetest.hashlib.sha256(data).hexdigest()
+            if i == 20:     # whole blocks fall free even at 32 MiB
+                with open(os.path.join(mnt, "big.bin"), "wb") as f:
+                    f.write(rng.randbytes(4 * block_size))
+        for name in rng.sample(sorted(files), 28):
+            os.unlink(os.path.join(mnt, name))
+            del files[name]
+        os.unlink(os.path.join(mnt, "big.bin"))
+    os.rmdir(raw + ".mnt")
+    sh("qemu-img", "convert", "-O", "vhdx", "-o", f"block_size={block_size}", raw, img)
+    os.unlink(raw)
+    before = os.path.getsize(img)
+    r, dry = compact(img, "--dry-run")
+    r, rep = compact(img)
+    t.check(r.rc == 0 and rep.get("result") == "success" and rep.get("filesystem", "").endswith("ntfs"),
+            f"{label}: compaction with the free tier succeeds ({rep.get('result')}, {rep.get('filesystem')}, {rep.get('message')})")
+    size = os.path.getsize(img)
+    t.check(size < before, f"{label}: the file shrank ({before} -> {size})")
+    t.check(dry.get("file_size_after", 0) >= size, f"{label}: the dry run did not promise more than the pass did ({dry.get('file_size_after')})")
+    ok, out = oncetest.qemu_img_check(img)
+    t.check(ok, f"{label}: qemu-img check clean ({out[-160:]})")
+    check_compacted(img, label)
+    back = os.path.join(work, "n-back.raw")
+    sh("qemu-img", "convert", "-O", "raw", img, back)
+    problems = ntfstest.check_volume(back, files)
+    t.check(not problems, f"{label}: ntfsfix -n clean and every remaining file identical ({problems})")
+    for f in (img, back):
+        os.unlink(f)
 
 
 def scattered_image(work, name):
@@ -342,6 +393,8 @@ def main():
         test_raw_not_compacted(work)
         test_ext4(work, 1 * MiB)
         test_ext4(work, 32 * MiB)
+        test_ntfs(work, 1 * MiB)
+        test_ntfs(work, 32 * MiB)
         test_kill(work)
         test_writer_race(work)
         test_structure_at_the_end(work)
