@@ -8,6 +8,7 @@
 
 #include "compact.h"
 #include "macro.h"
+#include "scan.h"
 
 #define COPY_CHUNK MiB
 /* Moves are made durable in groups of at most this much data (and at least
@@ -39,18 +40,6 @@ static int check_stop(const CompactControl *c) {
         return c->check ? c->check(c->userdata) : 0;
 }
 
-static int seek_clipped(int fd, uint64_t pos, int whence, uint64_t limit, uint64_t *ret) {
-        off_t o = lseek(fd, (off_t) pos, whence);
-
-        if (o < 0) {
-                if (errno != ENXIO)
-                        return -errno;
-                o = (off_t) limit;
-        }
-        *ret = MIN((uint64_t) o, limit);
-        return 0;
-}
-
 static bool all_zero(const uint8_t *p, size_t n) {
         return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
@@ -66,14 +55,11 @@ static int range_reads_zero(int fd, uint64_t offset, uint64_t end, const Compact
         while (pos < end) {
                 uint64_t data = 0, hole = 0;
 
-                r = seek_clipped(fd, pos, SEEK_DATA, end, &data);
+                r = scan_next_data(fd, pos, end, &data, &hole);
                 if (r < 0)
                         return r;
-                if (data >= end)
+                if (r == 0)
                         break;
-                r = seek_clipped(fd, data, SEEK_HOLE, end, &hole);
-                if (r < 0)
-                        return r;
                 for (uint64_t p = data; p < hole; p += COPY_CHUNK) {
                         size_t n = (size_t) MIN(COPY_CHUNK, hole - p);
                         ssize_t got;
@@ -306,14 +292,11 @@ static int copy_block(int fd, const Move *m, uint64_t length, uint64_t file_size
         while (pos < end) {
                 uint64_t data = 0, hole = 0;
 
-                r = seek_clipped(fd, pos, SEEK_DATA, end, &data);
+                r = scan_next_data(fd, pos, end, &data, &hole);
                 if (r < 0)
                         return r;
-                if (data >= end)
+                if (r == 0)
                         break;
-                r = seek_clipped(fd, data, SEEK_HOLE, end, &hole);
-                if (r < 0)
-                        return r;
                 for (uint64_t p = data; p < hole; p += COPY_CHUNK) {
                         size_t n = (size_t) MIN(COPY_CHUNK, hole - p);
 

@@ -157,26 +157,35 @@ static int seek_data_or_hole(int fd, uint64_t pos, int whence, uint64_t limit, u
         return 0;
 }
 
+int scan_next_data(int fd, uint64_t pos, uint64_t end, uint64_t *ret_data, uint64_t *ret_hole) {
+        int r;
+
+        r = seek_data_or_hole(fd, pos, SEEK_DATA, end, ret_data);
+        if (r < 0)
+                return r;
+        if (*ret_data >= end)
+                return 0;
+        r = seek_data_or_hole(fd, *ret_data, SEEK_HOLE, end, ret_hole);
+        return r < 0 ? r : 1;
+}
+
 int scan_allocated_bytes(int fd, uint64_t offset, uint64_t length, uint64_t *ret) {
         uint64_t end = offset + length, pos = offset, total = 0;
-        int r;
+        int r = 0;
 
         if (end < offset)
                 return -ERANGE;
         while (pos < end) {
                 uint64_t data = 0, hole = 0;
 
-                r = seek_data_or_hole(fd, pos, SEEK_DATA, end, &data);
-                if (r < 0)
-                        return r;
-                if (data >= end)
+                r = scan_next_data(fd, pos, end, &data, &hole);
+                if (r <= 0)
                         break;
-                r = seek_data_or_hole(fd, data, SEEK_HOLE, end, &hole);
-                if (r < 0)
-                        return r;
                 total += hole - data;
                 pos = hole;
         }
+        if (r < 0)
+                return r;
         *ret = total;
         return 0;
 }

@@ -56,4 +56,7 @@ int scan_punch_zero_runs(int fd, const ExtentList *ranges, const ScanControl *c,
 int scan_punch_ranges(int fd, const ExtentList *ranges, const ScanControl *c, ScanResult *r);
 
 /* Bytes of [offset, offset+length) that hold file data (not holes). */
+/* The first data segment [*ret_data, *ret_hole) of [pos, end): 1 when there
+ * is one, 0 when the rest is a hole, or a negative errno. */
+int scan_next_data(int fd, uint64_t pos, uint64_t end, uint64_t *ret_data, uint64_t *ret_hole);
 int scan_allocated_bytes(int fd, uint64_t offset, uint64_t length, uint64_t *ret);
