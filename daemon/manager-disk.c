@@ -75,14 +75,86 @@ Disk *disk_free(Disk *d) {
 }
 
 Disk *manager_find_disk(Manager *m, const char *name) {
-        for (size_t i = 0; i < m->n_disks; i++)
-                if (strcmp(m->disks[i]->name, name) == 0)
-                        return m->disks[i];
-        /* Section names are case-insensitive. */
-        for (size_t i = 0; i < m->n_disks; i++)
-                if (strcasecmp(m->disks[i]->name, name) == 0)
-                        return m->disks[i];
-        return NULL;
+        /* Section names are case-insensitive, and no two disks have names
+         * that differ in case only (manager_add_disk() refuses the second):
+         * the one match is also the exact one when there is an exact one. */
+        return hashmap_get(&m->disks_by_name, name);
+}
+
+/* Of the disks under key, the one added first: what a walk of m->disks
+ * in order would find. */
+static Disk *first_added(const Hashmap *h, const char *key) {
+        const HashmapEntry *it;
+        Disk *found = NULL;
+
+        for (Disk *d = hashmap_first(h, key, &it); d; d = hashmap_next(&it, key))
+                if (!found || d->seq < found->seq)
+                        found = d;
+        return found;
+}
+
+Disk *manager_find_disk_by_path(Manager *m, const char *path) {
+        Disk *d = first_added(&m->disks_by_path, path);
+
+        return d ?: first_added(&m->disks_by_real_path, path);
+}
+
+void disk_set_real_path(Disk *d, char *rp) {
+        Manager *m = d->manager;
+
+        if (d->real_path && !d->removed)
+                hashmap_remove(&m->disks_by_real_path, d->real_path, d);
+        free(d->real_path);
+        d->real_path = rp;
+        /* A dropped disk (its job still running) is in no index. Unindexed
+         * on failure: events through a symlink are then missed until the
+         * next probe, as with no real_path at all. */
+        if (d->real_path && !d->removed && hashmap_put(&m->disks_by_real_path, d->real_path, d) < 0)
+                log_error("%s: out of memory indexing where it leads", d->path);
+}
+
+static void unindex_disk(Manager *m, Disk *d) {
+        hashmap_remove(&m->disks_by_name, d->name, d);
+        hashmap_remove(&m->disks_by_path, d->path, d);
+        if (d->real_path)
+                hashmap_remove(&m->disks_by_real_path, d->real_path, d);
+        for (size_t i = 0; i < m->n_configured_disks; i++)
+                if (m->configured_disks[i] == d) {
+                        memmove(m->configured_disks + i, m->configured_disks + i + 1,
+                                (m->n_configured_disks - i - 1) * sizeof *m->configured_disks);
+                        m->n_configured_disks--;
+                        break;
+                }
+}
+
+static int index_disk(Manager *m, Disk *d) {
+        int r;
+
+        if (!disk_found_by_watch(d)) {
+                Disk **a = reallocarray(m->configured_disks, m->n_configured_disks + 1, sizeof *a);
+
+                if (!a)
+                        return -ENOMEM;
+                m->configured_disks = a;
+                a[m->n_configured_disks++] = d;
+        }
+        r = hashmap_put(&m->disks_by_name, d->name, d);
+        if (r >= 0)
+                r = hashmap_put(&m->disks_by_path, d->path, d);
+        if (r >= 0 && d->real_path)
+                r = hashmap_put(&m->disks_by_real_path, d->real_path, d);
+        if (r < 0)
+                unindex_disk(m, d);
+        return r;
+}
+
+void manager_disk_index_done(Manager *m) {
+        hashmap_done(&m->disks_by_name);
+        hashmap_done(&m->disks_by_path);
+        hashmap_done(&m->disks_by_real_path);
+        free(m->configured_disks);
+        m->configured_disks = NULL;
+        m->n_configured_disks = 0;
 }
 
 int manager_add_disk(Manager *m, const char *name, const char *path, const char *origin, bool sparse,
@@ -99,7 +171,7 @@ int manager_add_disk(Manager *m, const char *name, const char *path, const char 
         d = calloc(1, sizeof *d);
         if (!d)
                 return -ENOMEM;
-        *d = (Disk) { .manager = m, .config_sparse = sparse, .settings = *settings };
+        *d = (Disk) { .manager = m, .config_sparse = sparse, .settings = *settings, .seq = m->next_disk_seq++ };
         disk_record_init(&d->record);
         d->name = strdup(name);
         d->path = strdup(path);
@@ -109,6 +181,11 @@ int manager_add_disk(Manager *m, const char *name, const char *path, const char 
                 return -ENOMEM;
         }
         d->real_path = realpath(path, NULL);
+        r = index_disk(m, d);
+        if (r < 0) {
+                disk_free(d);
+                return r;
+        }
         r = state_load_disk(m->state_dir_fd, name, &d->record);
         if (r == -EBADMSG)
                 log_warning("%s: its state file is malformed, starting afresh", name);
@@ -123,6 +200,7 @@ int manager_add_disk(Manager *m, const char *name, const char *path, const char 
 }
 
 void manager_drop_disk(Manager *m, Disk *d) {
+        unindex_disk(m, d);
         for (size_t i = 0; i < m->n_disks; i++)
                 if (m->disks[i] == d) {
                         memmove(m->disks + i, m->disks + i + 1, (m->n_disks - i - 1) * sizeof *m->disks);

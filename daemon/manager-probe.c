@@ -20,7 +20,7 @@
 #define PROBE_MAX_PARALLEL 2
 
 struct Probe {
-        Probe *next;            /* in the manager's list, oldest first */
+        Probe *prev, *next;     /* in the manager's list, oldest first */
         Manager *manager;
         Disk *disk;             /* NULL once the disk was dropped */
         char *path;
@@ -49,13 +49,27 @@ static Probe *probe_free(Probe *p) {
         return NULL;
 }
 
+/* Both ends in O(1): a folder of thousands queues thousands at once. */
+static void probe_append(Manager *m, Probe *p) {
+        p->next = NULL;
+        p->prev = m->probes_last;
+        if (m->probes_last)
+                m->probes_last->next = p;
+        else
+                m->probes = p;
+        m->probes_last = p;
+}
+
 static void probe_unlink(Manager *m, Probe *p) {
-        for (Probe **q = &m->probes; *q; q = &(*q)->next)
-                if (*q == p) {
-                        *q = p->next;
-                        p->next = NULL;
-                        return;
-                }
+        if (p->prev)
+                p->prev->next = p->next;
+        else
+                m->probes = p->next;
+        if (p->next)
+                p->next->prev = p->prev;
+        else
+                m->probes_last = p->prev;
+        p->prev = p->next = NULL;
 }
 
 static void *probe_thread(void *userdata) {
@@ -95,8 +109,7 @@ static void probe_apply(Manager *m, Probe *p) {
                         log_debug_errno(p->open_error, "%s: cannot open to read its format: %m", d->path);
         } else {
                 d->missing = false;
-                free(d->real_path);
-                d->real_path = TAKE_PTR(p->real_path);
+                disk_set_real_path(d, TAKE_PTR(p->real_path));
                 if (p->error >= 0) {
                         d->record.format = (int) p->format;
                         d->record.virtual_size = p->virtual_size;
@@ -144,7 +157,7 @@ static void probe_dispatch(Manager *m) {
 
 void disk_probe(Disk *d) {
         Manager *m = d->manager;
-        Probe *p, **q;
+        Probe *p;
 
         /* Never while a pass holds its lease: our open would break it. */
         if (d->job && d->job->running)
@@ -165,10 +178,7 @@ void disk_probe(Disk *d) {
         p->manager = m;
         p->disk = d;
         d->probe = p;
-        q = &m->probes;
-        while (*q)
-                q = &(*q)->next;
-        *q = p;
+        probe_append(m, p);
         probe_dispatch(m);
 }
 
@@ -204,10 +214,16 @@ static void probe_reap(Manager *m, Probe *p) {
 
 bool manager_reap_probes(Manager *m) {
         bool changed = false;
+        unsigned running = m->n_running_probes;
 
-        for (Probe *p = m->probes, *next; p; p = next) {
+        /* The running ones are the few oldest (they start in order): the
+         * walk ends once all were seen, not at the end of a long queue. */
+        for (Probe *p = m->probes, *next; p && running > 0; p = next) {
                 next = p->next;
-                if (p->running && atomic_load(&p->finished)) {
+                if (!p->running)
+                        continue;
+                running--;
+                if (atomic_load(&p->finished)) {
                         probe_reap(m, p);
                         changed = true;
                 }

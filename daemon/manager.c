@@ -284,6 +284,9 @@ int manager_new(const char *config_path, const char *socket_override, const char
         m = calloc(1, sizeof *m);
         if (!m)
                 return -ENOMEM;
+        hashmap_init(&m->disks_by_name, true);
+        hashmap_init(&m->disks_by_path, false);
+        hashmap_init(&m->disks_by_real_path, false);
         m->state_dir_fd = m->state_lock_fd = m->worker_efd = m->inotify_fd = m->inotify_wait_fd = m->mountinfo_fd =
                 m->listen_fd = -1;
         m->start_time = usec_now(CLOCK_REALTIME);
@@ -356,6 +359,7 @@ Manager *manager_free(Manager *m) {
         while (m->n_disks > 0)
                 disk_free(m->disks[--m->n_disks]);
         free(m->disks);
+        manager_disk_index_done(m);
         worker_done(m);
         trim_status_free(m->trim_status, m->n_trim_status);
         if (m->state_dir_fd >= 0)

@@ -12,6 +12,7 @@
 #include <systemd/sd-event.h>
 
 #include "config.h"
+#include "hashmap.h"
 #include "pass.h"
 #include "state.h"
 #include "trim.h"
@@ -80,6 +81,7 @@ struct Disk {
         Job *job;                       /* queued or running */
         uint64_t dev;                   /* st_dev of the image when its pass was queued: maxParallel counts per device */
         uint64_t last_close;            /* CLOCK_BOOTTIME usec of a writer's or reader's last close; 0 = none seen */
+        uint64_t seq;                   /* order of adding: of two disks with one path, the earlier is found */
 };
 
 struct Job {
@@ -154,6 +156,14 @@ struct Manager {
 
         Disk **disks;
         size_t n_disks;
+        /* Indexes of disks, so that finding one among thousands does not
+         * compare with each (manager-disk.c keeps them). */
+        Hashmap disks_by_name;          /* case-insensitive, as section names are */
+        Hashmap disks_by_path;
+        Hashmap disks_by_real_path;
+        Disk **configured_disks;        /* those of [disk] sections, a few among the watch images */
+        size_t n_configured_disks;
+        uint64_t next_disk_seq;
 
         Job *jobs;
         Job *jobs_last;                 /* appends are O(1): thousands of periodic passes queue at once */
@@ -165,6 +175,7 @@ struct Manager {
         int worker_efd;
         sd_event_source *worker_source;
         Probe *probes;                  /* oldest first */
+        Probe *probes_last;
         unsigned n_running_probes;
 
         int inotify_fd;
@@ -218,6 +229,13 @@ Manager *manager_free(Manager *m);
 int manager_reload(Manager *m, char **errors);
 
 Disk *manager_find_disk(Manager *m, const char *name);
+/* By the configured path, or else by where it leads (real_path); of several,
+ * the one added first. */
+Disk *manager_find_disk_by_path(Manager *m, const char *path);
+/* Sets real_path (taking rp, which may be NULL), keeping the index. */
+void disk_set_real_path(Disk *d, char *rp);
+/* Drops the indexes (the disks themselves are freed by the caller). */
+void manager_disk_index_done(Manager *m);
 Job *manager_find_job(Manager *m, uint64_t id);
 uint64_t manager_reclaimed_total(Manager *m);
 unsigned manager_active_jobs(Manager *m);

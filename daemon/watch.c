@@ -62,13 +62,7 @@ static WatchDir *watch_dir_by_wd(Manager *m, int wd) {
 /* By the configured path, or where it leads: a writer that opened the image
  * through a symlink shows up in the target's folder. */
 static Disk *disk_by_path(Manager *m, const char *path) {
-        for (size_t i = 0; i < m->n_disks; i++)
-                if (strcmp(m->disks[i]->path, path) == 0)
-                        return m->disks[i];
-        for (size_t i = 0; i < m->n_disks; i++)
-                if (m->disks[i]->real_path && strcmp(m->disks[i]->real_path, path) == 0)
-                        return m->disks[i];
-        return NULL;
+        return manager_find_disk_by_path(m, path);
 }
 
 static bool disk_running(const Disk *d) {
@@ -185,10 +179,10 @@ static bool same_file_path(const char *a, const char *b) {
 
 /* The [disk] that names the file at path, if any. */
 static Disk *configured_disk_naming(Manager *m, const char *path) {
-        for (size_t i = 0; i < m->n_disks; i++) {
-                Disk *d = m->disks[i];
+        for (size_t i = 0; i < m->n_configured_disks; i++) {
+                Disk *d = m->configured_disks[i];
 
-                if (!disk_found_by_watch(d) && (strcmp(d->path, path) == 0 || same_file_path(path, d->path)))
+                if (strcmp(d->path, path) == 0 || same_file_path(path, d->path))
                         return d;
         }
         return NULL;
