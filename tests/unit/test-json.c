@@ -62,10 +62,38 @@ static void test_json_string_matches_sanitize(void **state) {
         free(clean);
 }
 
+/* Escapes between runs of plain text, multi-byte UTF-8 kept as it is, a
+ * control byte as \u, DEL plain: each at the start, middle and end. */
+static void test_json_string_escapes(void **state) {
+        static const struct {
+                const char *in, *out;
+        } cases[] = {
+                { "", "\"\"" },
+                { "plain/path.vhdx", "\"plain/path.vhdx\"" },
+                { "\"q\"", "\"\\\"q\\\"\"" },
+                { "a\\b\nc\rd\te", "\"a\\\\b\\nc\\rd\\te\"" },
+                { "\x01x\x1f", "\"\\u0001x\\u001f\"" },
+                { "caf\xc3\xa9 \xe2\x82\xac\x7f", "\"caf\xc3\xa9 \xe2\x82\xac\x7f\"" },
+                { "\xc3(x\xff", "\"\xef\xbf\xbd(x\xef\xbf\xbd\"" },
+        };
+
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+                char *buf = NULL;
+                size_t size = 0;
+                FILE *f = open_memstream(&buf, &size);
+
+                json_write_string(f, cases[i].in);
+                fclose(f);
+                assert_string_equal(buf, cases[i].out);
+                free(buf);
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_utf8_sanitize),
                 cmocka_unit_test(test_json_string_matches_sanitize),
+                cmocka_unit_test(test_json_string_escapes),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
