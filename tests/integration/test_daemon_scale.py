@@ -9,12 +9,21 @@ and come back under the same names are found again (the indexes follow)."""
 import os
 import socket
 import subprocess
+import threading
 import time
 
 from daemonlib import Daemon, config, main, wait_for
 
 N = 10000
-READY_LIMIT = 1.0       # seconds; about 0.2 s measured, 1.8 s before the indexes
+# Seconds: about 0.2 s measured (0.7 s in the sanitized build), 1.7 s
+# before the indexes in the plain build.
+READY_LIMIT = 1.0
+
+
+def ready_limit():
+    with open(os.environ["VHDRECLAIMD"], "rb") as f:
+        sanitized = b"__asan_init" in f.read()
+    return READY_LIMIT * 3 if sanitized else READY_LIMIT
 
 
 def make_images(folder, count):
@@ -22,6 +31,17 @@ def make_images(folder, count):
     for i in range(count):
         with open(os.path.join(folder, f"r{i}.img"), "wb") as f:
             f.truncate(1 << 20)
+
+
+def drain(sock):
+    sock.settimeout(0.5)
+    while True:
+        try:
+            sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:     # closed at the end of the test
+            return
 
 
 def listed(d):
@@ -45,7 +65,10 @@ def test_startup_10000(tmp):
             pass
         ready = time.monotonic() - t0
         print(f"READY after {ready * 1000:.0f} ms with {N} images", flush=True)
-        assert ready < READY_LIMIT, f"READY after {ready:.2f} s with {N} images (limit {READY_LIMIT} s)"
+        # Read on, as systemd does: a full socket would block its sd_notify().
+        threading.Thread(target=drain, args=(listener,), daemon=True).start()
+        limit = ready_limit()
+        assert ready < limit, f"READY after {ready:.2f} s with {N} images (limit {limit} s)"
         names = listed(d)
         assert len(names) == N and "w0/r0.img" in names and f"w1/r{N // 2 - 1}.img" in names, len(names)
 
