@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""10,000 images in two [watch] folders (issue 12): the daemon is READY well
-within a second, since finding a disk by name or path, and queueing its
-probe, no longer compares with every other disk (that made startup grow
-with the square of the images: 1.8 s here at 10,000). Images that go away
-and come back under the same names are found again (the indexes follow)."""
+"""10,000 images in two [watch] folders (issue 12): every one is listed, and
+images that go away and come back under the same names are found again (the
+indexes by name and path follow); a name in another case finds its disk.
+The time to READY and the status latency are printed, not asserted: speed
+targets live in bench/ (bench-scale.py), never as timed assertions in tests.
+Finding a disk by name or path no longer compares with every other disk
+(startup grew with the square of the images: 1.7 s here at 10,000, now
+about 0.2 s)."""
 
 import os
 import socket
@@ -15,17 +18,6 @@ import time
 from daemonlib import Daemon, config, main, wait_for
 
 N = 10000
-# Seconds: about 0.2 s measured (0.7 s in the sanitized build), 1.7 s
-# before the indexes in the plain build.
-READY_LIMIT = 1.0
-
-
-def ready_limit():
-    with open(os.environ["VHDRECLAIMD"], "rb") as f:
-        sanitized = b"__asan_init" in f.read()
-    return READY_LIMIT * 3 if sanitized else READY_LIMIT
-
-
 def make_images(folder, count):
     os.makedirs(folder)
     for i in range(count):
@@ -67,8 +59,6 @@ def test_startup_10000(tmp):
         print(f"READY after {ready * 1000:.0f} ms with {N} images", flush=True)
         # Read on, as systemd does: a full socket would block its sd_notify().
         threading.Thread(target=drain, args=(listener,), daemon=True).start()
-        limit = ready_limit()
-        assert ready < limit, f"READY after {ready:.2f} s with {N} images (limit {limit} s)"
         names = listed(d)
         assert len(names) == N and "w0/r0.img" in names and f"w1/r{N // 2 - 1}.img" in names, len(names)
 
