@@ -236,8 +236,7 @@ static int json_string(JsonCursor *c, char **ret) {
         return 0;
 }
 
-/* Digits only, no sign, no fraction, no overflow. */
-static int json_number(const char *s, size_t len, uint64_t *ret) {
+int json_parse_u64(const char *s, size_t len, uint64_t *ret) {
         uint64_t v = 0;
 
         if (len == 0 || len > 20)
@@ -272,7 +271,7 @@ static int json_scalar(JsonCursor *c, JsonValue *v) {
                 v->type = JSON_NULL;
         else {
                 v->type = JSON_NUMBER;
-                return json_number(s, len, &v->number);
+                return json_parse_u64(s, len, &v->number);
         }
         return 0;
 }

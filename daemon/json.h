@@ -40,4 +40,7 @@ typedef int (*json_member_fn)(const char *key, JsonValue *value, void *userdata)
  * fn for every member in order. Anything else (nesting, arrays, negative or
  * fractional numbers, a NUL or a surrogate escaped or raw, trailing bytes)
  * is -EBADMSG; fn's negative return stops the parse and is returned. */
+/* Digits only: no sign, no fraction, no overflow (JSON numbers and the state
+ * files' counters alike). 0 or -EBADMSG. */
+int json_parse_u64(const char *s, size_t len, uint64_t *ret);
 int json_parse_flat_object(const char *text, size_t len, json_member_fn fn, void *userdata);

@@ -130,23 +130,6 @@ bad:
         return -EBADMSG;
 }
 
-/* Digits only, no sign, no overflow. */
-static int parse_u64_strict(const char *s, size_t len, uint64_t *ret) {
-        uint64_t v = 0;
-
-        if (len == 0 || len > 20)
-                return -EBADMSG;
-        for (size_t i = 0; i < len; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return -EBADMSG;
-                if (v > (UINT64_MAX - (uint64_t) (s[i] - '0')) / 10)
-                        return -EBADMSG;
-                v = v * 10 + (uint64_t) (s[i] - '0');
-        }
-        *ret = v;
-        return 0;
-}
-
 /* Calls fn for every "key=value" line; blank lines and # comments skipped.
  * A line without '=' makes the whole text malformed. */
 typedef int (*kv_fn)(const char *key, size_t key_len, const char *value, size_t value_len, void *userdata);
@@ -280,7 +263,7 @@ static int record_kv(const char *key, size_t klen, const char *value, size_t vle
 
         for (size_t i = 0; i < ELEMENTSOF(numbers); i++)
                 if (key_is(key, klen, numbers[i].key)) {
-                        if (parse_u64_strict(value, vlen, &v) < 0)
+                        if (json_parse_u64(value, vlen, &v) < 0)
                                 return -EBADMSG;
                         memcpy((char *) r + numbers[i].offset, &v, sizeof v);
                         return 0;
@@ -291,7 +274,7 @@ static int record_kv(const char *key, size_t klen, const char *value, size_t vle
                         return -EBADMSG;
                 p->have_version = true;
         } else if (key_is(key, klen, "passes")) {
-                if (parse_u64_strict(value, vlen, &v) < 0 || v > UINT32_MAX)
+                if (json_parse_u64(value, vlen, &v) < 0 || v > UINT32_MAX)
                         return -EBADMSG;
                 r->passes = (uint32_t) v;
         } else if (key_is(key, klen, "last_result")) {
@@ -929,7 +912,7 @@ static int trim_kv(const char *key, size_t klen, const char *value, size_t vlen,
                 return r;
         }
         if (key_is(key, klen, "last") || key_is(key, klen, "trimmed_last") || key_is(key, klen, "trimmed_total")) {
-                if (parse_u64_strict(value, vlen, &v) < 0)
+                if (json_parse_u64(value, vlen, &v) < 0)
                         return -EBADMSG;
                 if (key_is(key, klen, "last"))
                         cur->last = v;
