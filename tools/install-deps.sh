@@ -14,9 +14,9 @@ packages=(
   xfsprogs   # mkfs.xfs: trim passes compared with fstrim on XFS
   dosfstools ntfs-3g   # mkfs.vfat, mkntfs: other file systems in partition tests
   systemd systemd-container dbus debootstrap
-  # a real Samba server and SMB clients (test_samba), and a real network
+  # a real Samba server and SMB clients (test_samba; impacket for durable handles), and a real network
   # file system: sshfs against a loopback sshd (test_unsafe_fs)
-  samba smbclient python3-samba sshfs openssh-server openssh-client iproute2
+  samba smbclient python3-samba python3-impacket sshfs openssh-server openssh-client iproute2
   # nspawn harness cache (tests/nspawn) and man page rendering (test_units)
   zstd man-db
   # the Debian package (tools/build-deb.sh, test_nspawn_deb) and piuparts
