@@ -255,8 +255,15 @@ void json_string(JsonOut *j, const char *s) {
 }
 
 void json_u64(JsonOut *j, uint64_t v) {
+        char buf[20], *p = buf + sizeof(buf);
+
+        /* Not printf: twenty numbers for each of 10,000 disks made it the
+         * biggest cost of status --json. */
         json_separate(j);
-        fprintf(j->f, "%" PRIu64, v);
+        do
+                *--p = (char) ('0' + v % 10);
+        while ((v /= 10) > 0);
+        fwrite(p, 1, (size_t) (buf + sizeof(buf) - p), j->f);
         j->need_comma = true;
 }
 

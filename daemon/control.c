@@ -15,6 +15,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "control.h"
+#include "filesize.h"
 #include "image.h"
 #include "json.h"
 #include "log.h"
@@ -32,6 +33,8 @@
  * pile up here unserved. */
 #define ACCEPT_BATCH 32
 
+typedef struct Listing Listing;
+
 struct Connection {
         Manager *manager;
         Connection *prev, *next;
@@ -45,7 +48,39 @@ struct Connection {
         bool spoke;             /* sent something other than Hello */
         bool kicked;            /* processed once right after its handshake (see on_kick) */
         sd_event_source *handshake_timer;
+        Listing *listings;      /* ListDisks calls waiting for their files' sizes */
 };
+
+/* A ListDisks call while its files are stat()ed off the loop (filesize.c).
+ * It names its disks, not points at them: a reload or a deleted image may
+ * drop one meanwhile, and the reply then leaves it out. */
+struct Listing {
+        Connection *connection;
+        Listing *prev, *next;
+        sd_bus_message *call;
+        char **names;
+        char **paths;           /* as stat()ed, beside names */
+        size_t n;
+        FileSizeQuery *query;
+};
+
+static void strv_free(char **l);
+
+static void listing_free(Listing *l) {
+        if (!l)
+                return;
+        if (l->prev)
+                l->prev->next = l->next;
+        else if (l->connection->listings == l)
+                l->connection->listings = l->next;
+        if (l->next)
+                l->next->prev = l->prev;
+        filesize_query_free(l->query);
+        sd_bus_message_unref(l->call);
+        strv_free(l->names);
+        strv_free(l->paths);
+        free(l);
+}
 
 static void connection_free(Connection *c) {
         Manager *m;
@@ -60,6 +95,8 @@ static void connection_free(Connection *c) {
         if (c->next)
                 c->next->prev = c->prev;
         m->n_connections--;
+        while (c->listings)
+                listing_free(c->listings);
         if (!c->kicked)
                 m->n_unkicked--;
         if (c->bus) {
@@ -254,18 +291,37 @@ static int check_disks_exist(Manager *m, char **names, sd_bus_error *error) {
 /* ListDisks' struct, as vhdreclaim-bus.h documents it: fields are only ever appended. */
 #define DISK_STRUCT "(ssssbsttttttssttttub)"
 
-static int append_disk(sd_bus_message *reply, Disk *d) {
+/* s as D-Bus can carry it: itself when valid UTF-8 (no copy: a status of
+ * 10,000 disks would make 40,000), else a sanitized copy in *buf. */
+static const char *bus_string(const char *s, char **buf) {
+        if (!s)
+                return "";
+        if (utf8_is_valid(s))
+                return s;
+        *buf = utf8_sanitize(s);
+        return *buf;
+}
+
+/* size: the file as stat()ed off the loop; NULL stats it here. */
+static int append_disk(sd_bus_message *reply, Disk *d, const FileSize *size) {
         struct stat st;
         uint64_t file_size = 0, allocated = 0;
         const Job *j = d->job;
-        _cleanup_free_ char *name = utf8_sanitize(d->name), *path = utf8_sanitize(d->path),
-                            *origin = utf8_sanitize(d->origin), *message = utf8_sanitize(d->record.last_message);
+        _cleanup_free_ char *name_buf = NULL, *path_buf = NULL, *origin_buf = NULL, *message_buf = NULL;
+        const char *name = bus_string(d->name, &name_buf), *path = bus_string(d->path, &path_buf),
+                   *origin = bus_string(d->origin, &origin_buf),
+                   *message = bus_string(d->record.last_message, &message_buf);
 
         if (!name || !path || !origin || !message)
                 return -ENOMEM;
 
         /* Sizes as `stat` prints them now, not as of the last pass. */
-        if (stat(d->path, &st) >= 0) {
+        if (size) {
+                if (size->error == 0) {
+                        file_size = size->size;
+                        allocated = size->allocated;
+                }
+        } else if (stat(d->path, &st) >= 0) {
                 file_size = (uint64_t) st.st_size;
                 allocated = (uint64_t) st.st_blocks * 512;
         }
@@ -280,12 +336,62 @@ static int append_disk(sd_bus_message *reply, Disk *d) {
                 d->record.passes, (int) d->record.last_dry_run);
 }
 
+static int listing_reply(Listing *l, const FileSize *sizes) {
+        Manager *m = l->connection->manager;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(l->call, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', DISK_STRUCT);
+        for (size_t i = 0; i < l->n && r >= 0; i++) {
+                Disk *d = manager_find_disk(m, l->names[i]);
+
+                if (!d)
+                        continue;       /* dropped while its size was read */
+                /* A reload gave the name another path: stat that one now. */
+                r = append_disk(reply, d, strcmp(d->path, l->paths[i]) == 0 ? &sizes[i] : NULL);
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static void on_listing_sizes(FileSizeQuery *q, const FileSize *sizes, size_t n, void *userdata) {
+        Listing *l = userdata;
+        int r;
+
+        (void) q;
+        (void) n;
+        r = listing_reply(l, sizes);
+        if (r < 0) {
+                log_warning_errno(r, "cannot answer ListDisks: %m");
+                (void) sd_bus_reply_method_errno(l->call, r, NULL);
+        }
+        listing_free(l);
+}
+
+static int listing_add(Listing *l, Disk *d) {
+        l->names[l->n] = strdup(d->name);
+        l->paths[l->n] = strdup(d->path);
+        if (!l->names[l->n] || !l->paths[l->n])
+                return -ENOMEM;
+        l->n++;
+        return 0;
+}
+
+/* Answered once the files' sizes are read off the loop (on_listing_sizes). */
 static int method_list_disks(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Connection *c = userdata;
         Manager *m = c->manager;
         _cleanup_strv_free_ char **names = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        int r;
+        size_t want;
+        Listing *l;
+        int r = 0;
 
         r = read_names(msg, &names);
         if (r < 0)
@@ -293,24 +399,33 @@ static int method_list_disks(sd_bus_message *msg, void *userdata, sd_bus_error *
         r = check_disks_exist(m, names, error);
         if (r < 0)
                 return r;
-        r = sd_bus_message_new_method_return(msg, &reply);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_open_container(reply, 'a', DISK_STRUCT);
-        if (r < 0)
-                return r;
+        want = strv_length(names) == 0 ? m->n_disks : strv_length(names);
+        l = calloc(1, sizeof(*l));
+        if (!l)
+                return -ENOMEM;
+        l->connection = c;
+        l->call = sd_bus_message_ref(msg);
+        l->names = calloc(want + 1, sizeof(char *));
+        l->paths = calloc(want + 1, sizeof(char *));
+        l->next = c->listings;
+        if (c->listings)
+                c->listings->prev = l;
+        c->listings = l;
+        if (!l->names || !l->paths)
+                r = -ENOMEM;
         if (strv_length(names) == 0)
                 for (size_t i = 0; i < m->n_disks && r >= 0; i++)
-                        r = append_disk(reply, m->disks[i]);
+                        r = listing_add(l, m->disks[i]);
         else
                 for (char **n = names; *n && r >= 0; n++)
-                        r = append_disk(reply, find_disk(m, *n));
-        if (r < 0)
+                        r = listing_add(l, find_disk(m, *n));
+        if (r >= 0)
+                r = filesize_query_start(m->event, l->paths, l->n, on_listing_sizes, l, &l->query);
+        if (r < 0) {
+                listing_free(l);
                 return r;
-        r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        return sd_bus_send(NULL, reply, NULL);
+        }
+        return 1;
 }
 
 static int method_reclaim(sd_bus_message *msg, void *userdata, sd_bus_error *error) {

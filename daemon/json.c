@@ -41,7 +41,7 @@ bool utf8_is_valid(const char *s) {
         const unsigned char *p = (const unsigned char *) s;
 
         while (*p) {
-                size_t n = utf8_sequence_length(p);
+                size_t n = *p < 0x80 ? 1 : utf8_sequence_length(p);
 
                 if (n == 0)
                         return false;

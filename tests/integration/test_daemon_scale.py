@@ -70,6 +70,18 @@ def test_startup_10000(tmp):
             t.append(time.monotonic() - t0)
         print(f"status --json: best {min(t) * 1000:.0f} ms", flush=True)
 
+        # A client that hangs up while its files' sizes are read off the
+        # loop: the daemon drops the call (and waits for its threads) and
+        # answers the next client.
+        for i in range(20):
+            p = subprocess.Popen([os.environ["VHDRECLAIMCTL"], "--socket", d.sock, "--json", "status"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.005 * (i % 8))
+            p.kill()
+            p.wait()
+        assert d.proc.poll() is None, "the daemon died when a client hung up during ListDisks"
+        assert len(listed(d)) == N
+
         gone = [f"r{i}.img" for i in range(0, 40, 2)]
         for f in gone:
             os.unlink(os.path.join(dirs[0], f))
