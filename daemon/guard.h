@@ -25,6 +25,13 @@ int guard_acquire(int fd);
  * no_follow: a symbolic link as the last component is not followed (-ELOOP),
  * for images found in a [watch] folder, which its users may write to. */
 int guard_open_leased(const char *path, bool writable, bool no_follow, int *ret_fd);
+/* open(path, flags) without moving the file's atime (O_NOATIME, where we own
+ * the file or hold CAP_FOWNER; else a plain open). Every descriptor that
+ * reads an image comes from here: smbd refuses to reconnect a client's
+ * durable handle when any of the file's times changed while the client was
+ * away, atime included, and a read under relatime moves it. Returns the
+ * descriptor or -errno. */
+int guard_open_image(const char *path, int flags);
 bool guard_lease_broken(int fd);
 /* Whether anyone holds a lease (or NFS delegation) on path, from
  * /proc/locks; opens nothing but /proc/locks. 1 yes, 0 no, negative errno.

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "guard.h"
 #include "image.h"
 #include "log.h"
 #include "manager.h"
@@ -77,9 +78,9 @@ static void *probe_thread(void *userdata) {
         Image *img = NULL;
         int fd, r;
 
-        fd = open(p->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (p->no_follow ? O_NOFOLLOW : 0));
+        fd = guard_open_image(p->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (p->no_follow ? O_NOFOLLOW : 0));
         if (fd < 0)
-                p->open_error = -errno;
+                p->open_error = fd;
         else {
                 p->real_path = realpath(p->path, NULL);
                 r = image_open(fd, p->path, p->configured, &img, &p->message);
