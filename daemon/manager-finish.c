@@ -154,11 +154,10 @@ static void reclaim_finished(Manager *m, Job *j) {
                 record_pass(d, j);
                 /* An unchanged image's pass changes nothing a restart needs
                  * (the fingerprint is that of the last full pass): no state
-                 * file write, whose two fsyncs per image would make a cycle
-                 * over thousands of unchanged images cost minutes. After a
-                 * restart its record is the last full pass's. */
+                 * file write. After a restart its record is the last full
+                 * pass's. */
                 if (!d->removed && !j->report.unchanged) {
-                        r = state_save_disk(m->state_dir_fd, d->name, d->path, &d->record);
+                        r = state_save_disk_unsynced(m->state_dir_fd, d->name, d->path, &d->record);
                         if (r < 0)
                                 log_warning_errno(r, "%s: cannot save its state: %m", d->name);
                 }
@@ -169,8 +168,7 @@ static void reclaim_finished(Manager *m, Job *j) {
         }
         r = history_format_line(&j->report, j->target, j->start_realtime, discard, &line);
         if (r >= 0)
-                r = j->report.unchanged ? state_append_history_unsynced(m->state_dir_fd, line)
-                                        : state_append_history(m->state_dir_fd, line);
+                r = state_append_history_unsynced(m->state_dir_fd, line);
         if (r < 0)
                 log_warning_errno(r, "cannot append to the history: %m");
         control_emit_job_finished(m, j, pass_result_to_string(j->report.result), j->report.message,

@@ -352,7 +352,7 @@ int disk_record_parse(const char *text, DiskRecord *ret) {
 
 /* ---- files ---- */
 
-int state_write_atomic(int dir_fd, const char *filename, const char *data, size_t len) {
+static int write_atomic(int dir_fd, const char *filename, const char *data, size_t len, bool sync) {
         _cleanup_free_ char *tmp = NULL;
         _cleanup_close_ int fd = -1;
         const char *slash = strrchr(filename, '/');
@@ -376,7 +376,7 @@ int state_write_atomic(int dir_fd, const char *filename, const char *data, size_
                 data += n;
                 len -= (size_t) n;
         }
-        if (fsync(fd) < 0) {
+        if (sync && fsync(fd) < 0) {
                 r = -errno;
                 goto fail;
         }
@@ -384,6 +384,8 @@ int state_write_atomic(int dir_fd, const char *filename, const char *data, size_
                 r = -errno;
                 goto fail;
         }
+        if (!sync)
+                return 0;
         /* The rename itself must survive a crash too. */
         if (slash) {
                 _cleanup_free_ char *dir = strndup(filename, (size_t) (slash - filename));
@@ -448,7 +450,11 @@ static int disk_state_filename(const char *name, char **ret) {
         return 0;
 }
 
-int state_save_disk(int dir_fd, const char *name, const char *path, const DiskRecord *r) {
+int state_write_atomic(int dir_fd, const char *filename, const char *data, size_t len) {
+        return write_atomic(dir_fd, filename, data, len, true);
+}
+
+static int save_disk(int dir_fd, const char *name, const char *path, const DiskRecord *r, bool sync) {
         _cleanup_free_ char *fn = NULL, *text = NULL;
         int res;
 
@@ -460,7 +466,15 @@ int state_save_disk(int dir_fd, const char *name, const char *path, const DiskRe
                 return res;
         if (mkdirat(dir_fd, DISKS_DIR, 0755) < 0 && errno != EEXIST)
                 return -errno;
-        return state_write_atomic(dir_fd, fn, text, strlen(text));
+        return write_atomic(dir_fd, fn, text, strlen(text), sync);
+}
+
+int state_save_disk(int dir_fd, const char *name, const char *path, const DiskRecord *r) {
+        return save_disk(dir_fd, name, path, r, true);
+}
+
+int state_save_disk_unsynced(int dir_fd, const char *name, const char *path, const DiskRecord *r) {
+        return save_disk(dir_fd, name, path, r, false);
 }
 
 int state_load_disk(int dir_fd, const char *name, DiskRecord *ret) {

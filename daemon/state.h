@@ -71,6 +71,12 @@ int state_read_file(int dir_fd, const char *filename, size_t max, char **ret);
 int state_lock_dir(int dir_fd, int *ret_fd, pid_t *ret_holder);
 
 int state_save_disk(int dir_fd, const char *name, const char *path, const DiskRecord *r);
+/* Still atomic (a reader sees the old file or the new one) but without the
+ * fsyncs, on the event loop: what a pass leaves (results, resume point,
+ * fingerprint) only saves work, and a crash that loses it makes the next
+ * pass a full one, never a wrong one (a missing or torn record is no
+ * fingerprint). A cycle over 10,000 images made 20,000 fsyncs on the loop. */
+int state_save_disk_unsynced(int dir_fd, const char *name, const char *path, const DiskRecord *r);
 /* -ENOENT when there is no record; -EBADMSG when it is malformed. */
 int state_load_disk(int dir_fd, const char *name, DiskRecord *ret);
 /* Forgets an image for good (its file was deleted); the history keeps its passes. */
@@ -111,9 +117,9 @@ int history_parse_line(const char *line, size_t len, HistoryEntry *ret);
 #define STATE_HISTORY_READ_MAX (2 * STATE_HISTORY_ROTATE_BYTES)
 
 int state_append_history(int dir_fd, const char *line);
-/* Without the fdatasync, on the event loop: for a pass that changed nothing
- * (an unchanged image's), whose line a crash may lose harmlessly; a cycle
- * over 10,000 unchanged images made 10,000 syncs on the loop. */
+/* Without the fdatasync, on the event loop: a pass's line, which a crash
+ * may lose harmlessly; a cycle over 10,000 images made 10,000 syncs on the
+ * loop. */
 int state_append_history_unsynced(int dir_fd, const char *line);
 /* The same with another cap, for tests. */
 int state_append_history_max(int dir_fd, const char *line, uint64_t max_bytes);

@@ -131,6 +131,14 @@ static void test_record_round_trip(void **state) {
         assert_true(back.last_dry_run);
         disk_record_done(&back);
 
+        /* The unsynced save (a pass's end) writes the same record. */
+        r.resume_offset = 0x9abc;
+        assert_int_equal(state_save_disk_unsynced(f->fd, "profiles/alice.vhdx", "/srv/x y/alice.vhdx", &r), 0);
+        assert_int_equal(state_load_disk(f->fd, "profiles/alice.vhdx", &back), 0);
+        assert_int_equal(back.resume_offset, 0x9abc);
+        assert_string_equal(back.last_message, r.last_message);
+        disk_record_done(&back);
+
         /* Saved again over the old one: no temporary file stays behind. */
         r.passes = 1;
         r.last_result = -1;
