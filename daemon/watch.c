@@ -690,6 +690,10 @@ static void handle_event(Manager *m, const struct inotify_event *ev, Disk *self)
         } else if (ev->mask & IN_CLOSE_WRITE) {
                 d->written = true;
                 (void) watch_arm_idle(d);
+                /* Found while its writer was still copying it in: read its
+                 * format now that it is whole, not at its first pass. */
+                if (d->record.format < 0)
+                        disk_probe(d);
         } else if ((ev->mask & IN_CLOSE_NOWRITE) && d->written && !idle_armed(d))
                 (void) watch_arm_idle(d);
 }

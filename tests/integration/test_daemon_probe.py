@@ -138,9 +138,37 @@ def test_hostile_image_probed_off_the_loop(tmp):
     assert d.alive()
 
 
+def test_image_copied_in_is_probed_when_whole(tmp):
+    """An image found while its writer is still copying it in (its start is
+    not yet a VHDX) gets its format and virtual size when the writer closes
+    it, not only at its first pass (which may be skipped while a client
+    holds it): status said "unknown" and 0 until then."""
+    src = os.path.join(tmp, "src.vhdx")
+    run("qemu-img", "create", "-q", "-f", "vhdx", src, "96M")
+    folder = os.path.join(tmp, "share")
+    os.mkdir(folder)
+    d = Daemon(tmp, config(tmp, [], extra=f"\n[watch.w]\ndir={folder}\npattern=*.vhdx\n")).start()
+    with open(src, "rb") as f:
+        data = f.read()
+    dst = os.path.join(folder, "p.vhdx")
+    with open(dst, "wb") as f:
+        f.write(b"\0" * 4096)
+        f.flush()
+        wait_for(lambda: any(x[0] == "w/p.vhdx" for x in d.call("ListDisks", "as", 0)[0]), 10, what="found")
+        time.sleep(0.5)                         # its probe reads the partial file
+        x = d.disk("w/p.vhdx")
+        assert x["virtual_size"] == 0, x        # not a VHDX yet
+        f.seek(0)
+        f.write(data)
+    x = wait_for(lambda: (lambda x: x if x["virtual_size"] == 96 << 20 else None)(d.disk("w/p.vhdx")), 10,
+                 what="the format read after the close")
+    assert x["format"] == "vhdx" and x["passes"] == 0, x
+    d.stop()
+
+
 if __name__ == "__main__":
     require_tools("qemu-img", "busctl", "fallocate")
     if not CTL or not os.access(CTL, os.X_OK):
         from daemonlib import skip
         skip("VHDRECLAIMCTL is not set to the built client")
-    main([test_hostile_image_probed_off_the_loop])
+    main([test_hostile_image_probed_off_the_loop, test_image_copied_in_is_probed_when_whole])
