@@ -309,6 +309,10 @@ def main():
                                                 "minReclaim": "0"}, extra=watches))
         res["startup_to_ready_warm_s"] = start_timed(d, tmp)
         time.sleep(5)
+        # Everything the restart read, from the process's start: its probes
+        # open no image that is as the last pass left it.
+        res["restart_read_bytes"] = proc_io(d.proc.pid)["read_bytes"]
+        res["restart_cpu_s"] = round(cpu_seconds(d.proc.pid), 2)
         io0 = proc_io(d.proc.pid)
         c0 = context_switches(d.proc.pid)
         time.sleep(args.idle_seconds)
