@@ -10,6 +10,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "beneath.h"
 #include "guard.h"
 #include "macro.h"
 
@@ -58,16 +59,14 @@ void guard_release(int fd) {
         (void) fcntl(fd, F_SETLEASE, F_UNLCK);
 }
 
-static int open_nonblocking(const char *path, int flags) {
-        /* O_NOFOLLOW only when asked (no_follow): configured images are
-         * often reached through symlinks. The lease is what guarantees
-         * exclusivity. O_NONBLOCK: an open that would wait for someone
-         * else's lease to break fails instead. */
-        int fd = open(path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+static int open_nonblocking(const char *path, size_t beneath, int flags) {
+        /* Symlinks refused only below a watched folder (beneath): configured
+         * images are often reached through symlinks. The lease is what
+         * guarantees exclusivity. O_NONBLOCK: an open that would wait for
+         * someone else's lease to break fails instead. */
+        int fd = open_beneath(path, beneath, flags | O_NOCTTY | O_NONBLOCK);
 
-        if (fd < 0)
-                return errno == EWOULDBLOCK ? -EBUSY : -errno;
-        return fd;
+        return fd == -EWOULDBLOCK ? -EBUSY : fd;
 }
 
 #define BTRFS_SUPER_MAGIC 0x9123683E
@@ -141,16 +140,15 @@ static bool same_file(int a, int b) {
  * does. Only then, with nobody there, is it reopened read-write. What
  * remains is the instant between the look at /proc/locks and the first
  * open, and between the two opens. */
-int guard_open_leased(const char *path, bool writable, bool no_follow, int *ret) {
+int guard_open_leased(const char *path, bool writable, size_t beneath, int *ret) {
         _cleanup_close_ int probe = -1, fd = -1;
-        int nofollow = no_follow ? O_NOFOLLOW : 0;
         int r;
 
         /* Not being able to read /proc/locks is no reason to skip: the probe
          * below still finds every opener, only less gently. */
         if (guard_file_leased(path) > 0)
                 return -EBUSY;
-        probe = open_nonblocking(path, O_RDONLY | nofollow);
+        probe = open_nonblocking(path, beneath, O_RDONLY);
         if (probe < 0)
                 return probe;
         r = guard_acquire(probe);
@@ -162,7 +160,7 @@ int guard_open_leased(const char *path, bool writable, bool no_follow, int *ret)
         }
         /* Our own second open would break our own lease: drop it first. */
         guard_release(probe);
-        fd = open_nonblocking(path, O_RDWR | nofollow);
+        fd = open_nonblocking(path, beneath, O_RDWR);
         if (fd < 0)
                 return fd;
         if (!same_file(probe, fd))

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "beneath.h"
 #include "image.h"
 #include "log.h"
 #include "manager.h"
@@ -25,7 +26,7 @@ struct Probe {
         Disk *disk;             /* NULL once the disk was dropped */
         char *path;
         DiskFormat configured;  /* the disk's format= setting */
-        bool no_follow;         /* found by a [watch]: a symlink is not followed */
+        size_t beneath;         /* found by a [watch]: no symlink below its folder is followed */
         bool running;
         pthread_t thread;
         atomic_bool finished;
@@ -77,9 +78,9 @@ static void *probe_thread(void *userdata) {
         Image *img = NULL;
         int fd, r;
 
-        fd = open(p->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (p->no_follow ? O_NOFOLLOW : 0));
+        fd = open_beneath(p->path, p->beneath, O_RDONLY | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
-                p->open_error = -errno;
+                p->open_error = fd;
         else {
                 p->real_path = realpath(p->path, NULL);
                 r = image_open(fd, p->path, p->configured, &img, &p->message);
@@ -168,7 +169,7 @@ void disk_probe(Disk *d) {
         p = calloc(1, sizeof *p);
         if (p) {
                 p->configured = d->settings.format;
-                p->no_follow = disk_found_by_watch(d);
+                p->beneath = d->beneath;
         }
         if (!p || !(p->path = strdup(d->path))) {
                 free(p);
