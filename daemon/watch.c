@@ -221,8 +221,11 @@ void watch_log_failure(int level, int error, const char *path) {
 }
 
 /* Watches a new folder, or marks the one already watched (the same inode
- * gives the same wd). */
-static int watch_dir_put(Manager *m, const char *watch_path, const char *path, const struct stat *st, bool tree) {
+ * gives the same wd). opened: path is where a scan just opened the folder
+ * (st its fstat()), so where its events are now: a folder renamed while
+ * its events were lost (an overflow) is known by its new path from here on. */
+static int watch_dir_put(Manager *m, const char *watch_path, const char *path, const struct stat *st, bool tree,
+                         bool opened) {
         WatchDir *w;
         int wd;
 
@@ -230,6 +233,16 @@ static int watch_dir_put(Manager *m, const char *watch_path, const char *path, c
         if (wd < 0)
                 return -errno;
         w = watch_dir_by_wd(m, wd);
+        if (w && opened && strcmp(w->path, path) != 0) {
+                char *p = strdup(path);
+
+                if (p) {
+                        free(w->path);
+                        w->path = p;
+                        w->dev = st->st_dev;
+                        w->ino = st->st_ino;
+                }
+        }
         if (!w)
                 w = watch_dir_add(m, path, wd, st);
         if (!w) {
@@ -249,7 +262,7 @@ int watch_dir_add_fd(Manager *m, int fd, const char *path) {
                 return -errno;
         /* The folder open at fd, whatever its path leads to by now. */
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-        return watch_dir_put(m, proc, path, &st, true);
+        return watch_dir_put(m, proc, path, &st, true, true);
 }
 
 /* Watches the folder at path (a [disk]'s folder, or a [watch]'s own
@@ -258,7 +271,7 @@ static int ensure_dir(Manager *m, const char *path, bool tree) {
         struct stat st;
         bool have = stat(path, &st) >= 0;
 
-        return watch_dir_put(m, path, path, have ? &st : NULL, tree);
+        return watch_dir_put(m, path, path, have ? &st : NULL, tree, false);
 }
 
 /* Waits for the missing folder at path to appear: watches its nearest

@@ -6,9 +6,12 @@ and ODFC_%username%.VHDX, made by qemu-img. Folders created later (a new
 user's first sign-in; mkdir -p with the image right after), renamed, moved
 in and out, removed; a symlink to a folder outside, which is never followed;
 a file system mounted inside the tree, which is not crossed; reload turning
-recursive on and off (images and inotify watches follow); a pass on a
-nested image, content compared; the inotify watch limit reached. The time
-to READY with 2,000 user folders is printed, not asserted."""
+recursive on and off (images and inotify watches follow); a [disk] inside
+the tree; the share appearing late; a pass on a nested image, content
+compared; the inotify watch limit reached (in a user namespace of its own),
+and a folder swapped for a symlink where no event tells: the pass is
+refused, the file elsewhere untouched. The time to READY with 2,000 user
+folders is printed, not asserted."""
 
 import hashlib
 import os
@@ -19,7 +22,7 @@ import threading
 import time
 
 import daemonlib
-from daemonlib import (Daemon, MiB, assert_same_content, config, main, make_vhdx, require_tools, run, skip,
+from daemonlib import (Daemon, assert_same_content, config, main, make_vhdx, require_tools, run, skip,
                        standard_image, wait_for)
 
 WATCH = "profiles"
@@ -429,43 +432,79 @@ def test_missing_share_appears_with_its_tree(tmp):
     assert "does not exist: the watch is inactive" in d.read_log()
 
 
-def test_inotify_watch_limit(tmp):
-    """The limit of inotify watches reached (set low for a user namespace of
-    its own, not for the machine): a warning names the first folder left
-    unwatched and the sysctl; the images are still found; the rest works."""
+def start_with_watch_limit(tmp, text, limit):
+    """A daemon whose user has limit inotify watches: the limit of a user
+    namespace of its own (mapped to root), not the machine's."""
     if os.geteuid() != 0:
         skip("a user namespace mapped to root needs root")
     if not shutil.which("unshare"):
         skip("unshare is not installed")
-    probe = subprocess.run(["unshare", "-U", "--map-root-user", "sh", "-c",
-                            "echo 6 > /proc/sys/user/max_inotify_watches"], capture_output=True, text=True)
+    set_limit = f"echo {limit} > /proc/sys/user/max_inotify_watches"
+    probe = subprocess.run(["unshare", "-U", "--map-root-user", "sh", "-c", set_limit],
+                           capture_output=True, text=True)
     if probe.returncode != 0:
         skip(f"cannot lower max_inotify_watches in a user namespace: {probe.stderr.strip()}")
+    wrapper = os.path.join(tmp, "in-userns.sh")
+    with open(wrapper, "w") as f:
+        f.write(f"#!/bin/sh\nexec unshare -U --map-root-user sh -c '{set_limit} && exec \"$0\" \"$@\"' "
+                f"{daemonlib.VHDRECLAIMD} \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    saved = daemonlib.VHDRECLAIMD
+    daemonlib.VHDRECLAIMD = wrapper
+    try:
+        return Daemon(tmp, text).start()
+    finally:
+        daemonlib.VHDRECLAIMD = saved
+
+
+def test_inotify_watch_limit(tmp):
+    """The limit of inotify watches reached: a warning names the first
+    folder left unwatched and the sysctl, another the count; the images are
+    still found."""
     share = os.path.join(tmp, "share")
     os.mkdir(share)
     expected = set()
     for i in range(8):
         make_user(share, f"u{i}", 1700 + i, odfc=False, size="16M")
         expected |= names_of(f"u{i}", 1700 + i, odfc=False)
-    wrapper = os.path.join(tmp, "in-userns.sh")
-    with open(wrapper, "w") as f:
-        # The daemon, the share and the wait descriptor: a few watches go
-        # to the share itself and its ancestors' waits; the rest run out.
-        f.write(f"#!/bin/sh\nexec unshare -U --map-root-user sh -c "
-                f"'echo 6 > /proc/sys/user/max_inotify_watches && exec \"$0\" \"$@\"' "
-                f"{daemonlib.VHDRECLAIMD} \"$@\"\n")
-    os.chmod(wrapper, 0o755)
-    saved = daemonlib.VHDRECLAIMD
-    daemonlib.VHDRECLAIMD = wrapper
-    try:
-        d = Daemon(tmp, tree_config(share)).start()
-    finally:
-        daemonlib.VHDRECLAIMD = saved
+    # The share and five user folders get a watch; three do not.
+    d = start_with_watch_limit(tmp, tree_config(share), 6)
     wait_listed(d, expected, 15)
     log = d.read_log()
     assert "the limit of inotify watches is reached (sysctl fs.inotify.max_user_watches" in log, log
     assert f"cannot watch {share}/u" in log, log
-    assert "folders below" in log and "are not watched for the limit of inotify watches" in log, log
+    assert f"[watch.{WATCH}]: 3 folders below {share} are not watched for the limit of inotify watches" in log, log
+
+
+def test_swapped_folder_unseen_refuses_the_pass(tmp):
+    """The swap the events cannot catch: a user folder in a folder the watch
+    limit left unwatched is replaced by a symlink to a folder elsewhere that
+    holds a file of the same name. The image is still listed, but its pass
+    opens every component below the share without following a link: it is
+    refused, and the file elsewhere is not touched."""
+    share = os.path.join(tmp, "share")
+    dept = os.path.join(share, "dept")
+    outside = os.path.join(tmp, "outside")
+    os.makedirs(dept)
+    os.mkdir(outside)
+    folder = make_user(dept, "pat", 2001, odfc=False)
+    standard_image(os.path.join(folder, "Profile_pat.VHDX"))
+    name = f"{WATCH}/dept/{user_dir('pat', 2001)}/Profile_pat.VHDX"
+    # Only the share itself is watched.
+    d = start_with_watch_limit(tmp, tree_config(share), 1)
+    d.wait_probed(name)
+    decoy = standard_image(os.path.join(outside, "Profile_pat.VHDX"))
+    before = fingerprint(decoy)
+    os.rename(folder, os.path.join(dept, "moved-away"))
+    os.symlink(outside, folder)
+    time.sleep(0.5)
+    assert name in listed(d), "the swap was seen: this test needs the folder unwatched"
+    d.reclaim(name)
+    x = d.wait_passes(name, 1, timeout=30)
+    assert x["last_result"] == "refused-invalid", x
+    h = d.history(name)[-1]
+    assert "symbolic link below its watched folder" in h["message"], h
+    assert fingerprint(decoy) == before, "the file the symlink leads to was modified"
 
 
 def test_startup_2000_user_folders(tmp):
@@ -513,4 +552,5 @@ if __name__ == "__main__":
           test_symlinked_folder_is_not_followed, test_mount_inside_tree_is_not_crossed,
           test_reload_turns_recursive_on_and_off, test_pass_on_nested_image, test_disk_in_user_folder_stays_a_disk,
           test_missing_share_appears_with_its_tree, test_inotify_watch_limit,
+          test_swapped_folder_unseen_refuses_the_pass,
           test_startup_2000_user_folders])
