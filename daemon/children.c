@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "children.h"
+#include "guard.h"
 #include "image.h"
 #include "log.h"
 #include "macro.h"
@@ -125,9 +126,9 @@ static Verdict examine(const char *candidate, const struct stat *image_st, const
                 return UNREADABLE_IN_USE;
         }
         /* O_NONBLOCK: a lease taken since is not waited for. */
-        fd = open(candidate, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        fd = guard_open_image(candidate, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0) {
-                if (errno != EWOULDBLOCK)
+                if (fd != -EWOULDBLOCK)
                         return NOT_A_CHILD;
                 *why = "it is in use, so whether it names this image cannot be read";
                 return UNREADABLE_IN_USE;

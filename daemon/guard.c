@@ -59,12 +59,25 @@ void guard_release(int fd) {
         (void) fcntl(fd, F_SETLEASE, F_UNLCK);
 }
 
+int guard_open_image_beneath(const char *path, size_t beneath, int flags) {
+        int fd = open_beneath(path, beneath, flags | O_NOATIME);
+
+        /* EPERM: neither our file nor CAP_FOWNER; the read then moves atime. */
+        if (fd == -EPERM)
+                fd = open_beneath(path, beneath, flags);
+        return fd;
+}
+
+int guard_open_image(const char *path, int flags) {
+        return guard_open_image_beneath(path, 0, flags);
+}
+
 static int open_nonblocking(const char *path, size_t beneath, int flags) {
         /* Symlinks refused only below a watched folder (beneath): configured
          * images are often reached through symlinks. The lease is what
          * guarantees exclusivity. O_NONBLOCK: an open that would wait for
          * someone else's lease to break fails instead. */
-        int fd = open_beneath(path, beneath, flags | O_NOCTTY | O_NONBLOCK);
+        int fd = guard_open_image_beneath(path, beneath, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
         return fd == -EWOULDBLOCK ? -EBUSY : fd;
 }

@@ -27,6 +27,15 @@ int guard_acquire(int fd);
  * folder, which its users may write to, no symbolic link below the folder
  * is followed (-ELOOP). */
 int guard_open_leased(const char *path, bool writable, size_t beneath, int *ret_fd);
+/* open(path, flags) without moving the file's atime (O_NOATIME, where we own
+ * the file or hold CAP_FOWNER; else a plain open). Every descriptor that
+ * reads an image comes from here: smbd refuses to reconnect a client's
+ * durable handle when any of the file's times changed while the client was
+ * away, atime included, and a read under relatime moves it. Returns the
+ * descriptor or -errno. */
+int guard_open_image(const char *path, int flags);
+/* The same, opened as open_beneath() does (beneath 0: as guard_open_image()). */
+int guard_open_image_beneath(const char *path, size_t beneath, int flags);
 bool guard_lease_broken(int fd);
 /* Whether anyone holds a lease (or NFS delegation) on path, from
  * /proc/locks; opens nothing but /proc/locks. 1 yes, 0 no, negative errno.

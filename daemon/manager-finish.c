@@ -169,7 +169,8 @@ static void reclaim_finished(Manager *m, Job *j) {
         }
         r = history_format_line(&j->report, j->target, j->start_realtime, discard, &line);
         if (r >= 0)
-                r = state_append_history(m->state_dir_fd, line);
+                r = j->report.unchanged ? state_append_history_unsynced(m->state_dir_fd, line)
+                                        : state_append_history(m->state_dir_fd, line);
         if (r < 0)
                 log_warning_errno(r, "cannot append to the history: %m");
         control_emit_job_finished(m, j, pass_result_to_string(j->report.result), j->report.message,

@@ -4,9 +4,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include "beneath.h"
+#include "guard.h"
 #include "image.h"
 #include "log.h"
 #include "manager.h"
@@ -27,6 +28,8 @@ struct Probe {
         char *path;
         DiskFormat configured;  /* the disk's format= setting */
         size_t beneath;         /* found by a [watch]: no symlink below its folder is followed */
+        bool have_known;        /* `known` holds the file as our last pass left it */
+        Fingerprint known;
         bool running;
         pthread_t thread;
         atomic_bool finished;
@@ -38,6 +41,7 @@ struct Probe {
         char *real_path;
         ImageFormat format;
         uint64_t virtual_size;
+        bool unchanged;         /* as `known`: the state's format and size stand */
 };
 
 static Probe *probe_free(Probe *p) {
@@ -73,12 +77,34 @@ static void probe_unlink(Manager *m, Probe *p) {
         p->prev = p->next = NULL;
 }
 
+/* The file is as our last pass left it (a writer cannot avoid changing
+ * ctime): its format and virtual size on record still hold, and a restart
+ * over thousands of images opens none of them. */
+static bool probe_known_unchanged(const Probe *p) {
+        struct stat st;
+
+        if (!p->have_known || (p->beneath ? lstat(p->path, &st) : stat(p->path, &st)) < 0 ||
+            !S_ISREG(st.st_mode))
+                return false;
+        return (uint64_t) st.st_dev == p->known.dev && (uint64_t) st.st_ino == p->known.ino &&
+               (uint64_t) st.st_size == p->known.size && (uint64_t) st.st_blocks * 512 == p->known.allocated &&
+               (int64_t) st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == p->known.mtime_nsec &&
+               (int64_t) st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec == p->known.ctime_nsec;
+}
+
 static void *probe_thread(void *userdata) {
         Probe *p = userdata;
         Image *img = NULL;
         int fd, r;
 
-        fd = open_beneath(p->path, p->beneath, O_RDONLY | O_NOCTTY | O_NONBLOCK);
+        if (probe_known_unchanged(p)) {
+                p->unchanged = true;
+                p->real_path = realpath(p->path, NULL);
+                atomic_store(&p->finished, true);
+                worker_wake(p->manager);
+                return NULL;
+        }
+        fd = guard_open_image_beneath(p->path, p->beneath, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
                 p->open_error = fd;
         else {
@@ -111,10 +137,11 @@ static void probe_apply(Manager *m, Probe *p) {
         } else {
                 d->missing = false;
                 disk_set_real_path(d, TAKE_PTR(p->real_path));
-                if (p->error >= 0) {
+                /* Unchanged: the record's format and virtual size stand. */
+                if (!p->unchanged && p->error >= 0) {
                         d->record.format = (int) p->format;
                         d->record.virtual_size = p->virtual_size;
-                } else
+                } else if (!p->unchanged)
                         log_debug("%s: cannot read the image: %s", d->path,
                                   p->message ? p->message : strerror(-p->error));
         }
@@ -170,6 +197,8 @@ void disk_probe(Disk *d) {
         if (p) {
                 p->configured = d->settings.format;
                 p->beneath = d->beneath;
+                p->have_known = d->record.have_fingerprint && d->record.format >= 0 && d->record.virtual_size > 0;
+                p->known = d->record.fingerprint;
         }
         if (!p || !(p->path = strdup(d->path))) {
                 free(p);

@@ -9,6 +9,7 @@
 
 #include "compact.h"
 #include "fsaware.h"
+#include "guard.h"
 #include "image.h"
 #include "log.h"
 #include "macro.h"
@@ -164,9 +165,9 @@ int once_inspect(const char *path, DiskFormat format) {
         r = image_check_regular(path, &error);
         if (r == -EBADMSG)
                 return log_error("%s: %s", path, error), 1;
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        fd = guard_open_image(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
-                return log_error_errno(errno, "%s: cannot open: %m", path), 1;
+                return log_error_errno(fd, "%s: cannot open: %m", path), 1;
         r = image_open(fd, path, format, &img, &error);
         if (r < 0) {
                 log_error_errno(r, "%s: %s", path, error ? error : strerror(-r));

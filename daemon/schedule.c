@@ -87,7 +87,7 @@ uint64_t schedule_random_delay(uint64_t max) {
 
 static int arm_pass_timer(Disk *d, uint64_t next);
 
-/* A pass that may modify the image waits for idleDelay of quiet (see
+/* A periodic pass, or estimate, waits for idleDelay of quiet (see
  * schedule_quiet_until()): true when it re-armed the timer for then. */
 static bool schedule_disk_wait_quiet(Disk *d) {
         uint64_t now = usec_now(CLOCK_REALTIME), until, ago = UINT64_MAX;
@@ -120,8 +120,6 @@ static int on_pass_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         int r;
 
         d->next_pass = 0;
-        if (!disk_watch_only(d) && schedule_disk_wait_quiet(d))
-                return 0;
         if (disk_watch_only(d) && disk_unchanged_since_estimate(d)) {
                 /* Nothing to measure that the last estimate did not. */
                 log_debug("%s: unchanged since its last estimate", d->name);
@@ -130,6 +128,10 @@ static int on_pass_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 manager_state_changed(d->manager);
                 return 0;
         }
+        /* An estimate waits too: it opens the image, and a client coming
+         * back for its durable handle must find nothing touched it. */
+        if (schedule_disk_wait_quiet(d))
+                return 0;
         r = manager_queue_reclaim(d->manager, d, TRIGGER_SCHEDULE, false, _DISCARD_MODE_INVALID, &j);
         if (r < 0)
                 log_warning_errno(r, "cannot queue the periodic pass of %s: %m", d->name);

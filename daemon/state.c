@@ -607,7 +607,7 @@ int history_parse_line(const char *line, size_t len, HistoryEntry *ret) {
         return 0;
 }
 
-int state_append_history_max(int dir_fd, const char *line, uint64_t max_bytes) {
+static int append_history(int dir_fd, const char *line, uint64_t max_bytes, bool sync) {
         _cleanup_close_ int fd = -1;
         size_t len = strlen(line);
         struct stat st;
@@ -632,13 +632,21 @@ int state_append_history_max(int dir_fd, const char *line, uint64_t max_bytes) {
         /* One write of one line: O_APPEND keeps lines whole. */
         if (write(fd, line, len) != (ssize_t) len)
                 return errno > 0 ? -errno : -EIO;
-        if (fdatasync(fd) < 0)
+        if (sync && fdatasync(fd) < 0)
                 return -errno;
         return 0;
 }
 
+int state_append_history_max(int dir_fd, const char *line, uint64_t max_bytes) {
+        return append_history(dir_fd, line, max_bytes, true);
+}
+
 int state_append_history(int dir_fd, const char *line) {
-        return state_append_history_max(dir_fd, line, STATE_HISTORY_ROTATE_BYTES);
+        return append_history(dir_fd, line, STATE_HISTORY_ROTATE_BYTES, true);
+}
+
+int state_append_history_unsynced(int dir_fd, const char *line) {
+        return append_history(dir_fd, line, STATE_HISTORY_ROTATE_BYTES, false);
 }
 
 /* A query reads the files from their ends, newest line first, and stops at

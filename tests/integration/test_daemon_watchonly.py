@@ -37,9 +37,10 @@ def test_watch_only_estimates_once_per_change(tmp):
     ro, ro_copy = image_with_copy(tmp, "ro")
     keep, keep_copy = image_with_copy(tmp, "keep")
     ro_alloc, keep_alloc = allocated(ro), allocated(keep)
+    # idleDelay holds estimates too (test_noatime): short here.
     d = Daemon(tmp, config(tmp, [("ro", ro, "sparse=false"), ("keep", keep, "discard=none")],
-                           reclaim={"interval": f"{INTERVAL}s", "randomizedDelay": "0"})).start()
-    # Never passed: one estimate each, right after the start.
+                           reclaim={"interval": f"{INTERVAL}s", "randomizedDelay": "0", "idleDelay": "1s"})).start()
+    # Never passed: one estimate each, idleDelay after their creation.
     wait_for(lambda: all(len(d.history(n)) >= 1 for n in ("ro", "keep")), 30, 0.1, what="the first estimates")
     # Five intervals with nothing changed: nothing more.
     time.sleep(5 * INTERVAL)

@@ -328,6 +328,19 @@ static void test_history_round_trip(void **state) {
         assert_int_equal(n, 1);
         assert_int_equal(e[0].start, 2000);
         history_entries_free(e, n);
+
+        /* An unchanged image's line goes in unsynced, in order with the rest. */
+        assert_int_equal(history_format_line(&rep, "u", 3000, DISCARD_FREE, &line), 0);
+        assert_int_equal(state_append_history_unsynced(f->fd, line), 0);
+        free(line);
+        assert_int_equal(history_format_line(&rep, "u", 3001, DISCARD_FREE, &line), 0);
+        assert_int_equal(state_append_history(f->fd, line), 0);
+        free(line);
+        assert_int_equal(state_read_history(f->fd, "u", 0, &e, &n), 0);
+        assert_int_equal(n, 2);
+        assert_int_equal(e[0].start, 3000);
+        assert_int_equal(e[1].start, 3001);
+        history_entries_free(e, n);
         pass_report_done(&rep);
 }
 
