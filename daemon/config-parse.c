@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <ctype.h>
 #include <errno.h>
-#include <fnmatch.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +83,7 @@ static const char *const experimental_keys[] = { "sparseVhd" };
 static const char *const trim_keys[] = { "mounts", "interval", "chunk", "pause" };
 static const char *const reclaim_only_keys[] = { "localMounts" };   /* not inherited by disks */
 static const char *const disk_keys[] = { "path", "sparse", "format" };
-static const char *const watch_keys[] = { "dir", "pattern", "sparse", "format" };
+static const char *const watch_keys[] = { "dir", "pattern", "recursive", "sparse", "format" };
 
 #define MIN_TRIM_CHUNK MiB
 
@@ -442,7 +441,9 @@ static void apply_watch_key(Parser *p, const char *key, const char *value) {
                         invalid_value(p, key, value, -EINVAL, "expected a glob on file names, such as *.vhdx");
                 else
                         set_string(p, value, &w->pattern);
-        } else if (streq(key, "sparse")) {
+        } else if (streq(key, "recursive"))
+                set_boolean(p, key, value, &w->recursive);
+        else if (streq(key, "sparse")) {
                 set_boolean(p, key, value, &w->sparse);
                 w->sparse_overridden = true;
         } else
@@ -500,6 +501,23 @@ static void remember_key(Parser *p, const char *key) {
         };
 }
 
+/* For a key of [disk] or [watch] sections given in another section (say
+ * recursive= in [reclaim], which only a [watch] has): where it belongs. */
+static const char *key_elsewhere_hint(const Parser *p, const char *name) {
+        bool disk = lookup_key(disk_keys, ELEMENTSOF(disk_keys), name);
+        bool watch = lookup_key(watch_keys, ELEMENTSOF(watch_keys), name);
+
+        if (p->kind == SECTION_WSL || p->kind == SECTION_EXPERIMENTAL || p->kind == SECTION_DAEMON)
+                return "";
+        if (disk && watch)
+                return ": a key of [disk.NAME] and [watch.NAME] sections";
+        if (watch)
+                return ": a key of [watch.NAME] sections";
+        if (disk)
+                return ": a key of [disk.NAME] sections";
+        return "";
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value) {
         Parser *p = user;
         const SeenKey *seen;
@@ -519,7 +537,8 @@ static int handler(void *user, const char *section, const char *name, const char
                 bool wsl = p->kind == SECTION_WSL || p->kind == SECTION_EXPERIMENTAL;
 
                 if (!wsl || !lookup_key(wsl_keys, ELEMENTSOF(wsl_keys), name))
-                        parser_warning(p, "unknown key '%s' in %s, ignored", name, p->section);
+                        parser_warning(p, "unknown key '%s' in %s, ignored%s", name, p->section,
+                                       key_elsewhere_hint(p, name));
                 return 1;
         }
 
@@ -829,17 +848,20 @@ static void check_disks(Parser *p) {
  * other spellings of the same file); said here so --check-config tells. */
 static void check_disk_in_watch(Parser *p, const WatchConfig *w, size_t wi) {
         Config *c = p->config;
-        size_t l = strlen(w->dir);
+        size_t l = streq(w->dir, "/") ? 0 : strlen(w->dir);
 
         for (size_t i = 0; i < c->n_disks; i++) {
                 const DiskConfig *d = &c->disks[i];
-                const char *name;
+                const char *rel, *name;
 
-                if (!d->path)
+                if (!d->path || strncmp(d->path, w->dir, l) != 0 || d->path[l] != '/')
                         continue;
-                name = streq(w->dir, "/") ? d->path + 1 : d->path + l + 1;
-                if (!(streq(w->dir, "/") || (strncmp(d->path, w->dir, l) == 0 && d->path[l] == '/')) ||
-                    strchr(name, '/') || fnmatch(w->pattern, name, FNM_PERIOD) != 0)
+                rel = d->path + l + 1;
+                name = strrchr(rel, '/');
+                /* In a subfolder: only a recursive watch goes there. */
+                if (name && !w->recursive)
+                        continue;
+                if (!watch_pattern_match(w->pattern, name ? name + 1 : rel))
                         continue;
                 p->line = key_line(p, SECTION_DISK, i, "path", d->line);
                 parser_warning(p, "[disk.%s] names a file that [watch.%s] (line %u) matches: it is managed as "

@@ -74,6 +74,9 @@ int config_print(const Config *c, FILE *f) {
                 const WatchConfig *w = &c->watches[i];
 
                 fprintf(f, "\n[watch.%s]\ndir=%s\npattern=%s\n", w->name, w->dir, w->pattern);
+                /* false is printed by leaving it out, as format=auto is. */
+                if (w->recursive)
+                        fputs("recursive=true\n", f);
                 print_overrides(w->sparse, w->sparse_overridden, &w->reclaim, w->overridden, f);
         }
 

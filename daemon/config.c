@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
+#include <fnmatch.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -148,6 +149,10 @@ int parse_duration_usec(const char *s, uint64_t *ret) {
 
         *ret = total;
         return 0;
+}
+
+bool watch_pattern_match(const char *pattern, const char *name) {
+        return fnmatch(pattern, name, FNM_PERIOD | FNM_CASEFOLD) == 0;
 }
 
 int parse_boolean(const char *s, bool *ret) {
@@ -575,6 +580,7 @@ static bool watch_equal(const WatchConfig *a, const WatchConfig *b) {
         return streq_ptr(a->name, b->name) &&
                 streq_ptr(a->dir, b->dir) &&
                 streq_ptr(a->pattern, b->pattern) &&
+                a->recursive == b->recursive &&
                 a->sparse == b->sparse &&
                 a->sparse_overridden == b->sparse_overridden &&
                 a->overridden == b->overridden &&

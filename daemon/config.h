@@ -141,6 +141,12 @@ typedef struct ReclaimSettings {
 #define DEFAULT_ADMIN_GROUP "vhdreclaim"
 #define DEFAULT_WATCH_PATTERN "*.vhdx"
 
+/* Whether a file name (no folder) matches a [watch] pattern: a glob(7)
+ * pattern whose * and ? do not match a leading dot, with case ignored:
+ * Windows clients name a container Profile_alice.VHDX or profile_alice.vhdx
+ * as they please, and an SMB share treats both as the same name. */
+bool watch_pattern_match(const char *pattern, const char *name);
+
 #define MIN_HOLE_MIN (UINT64_C(4) * 1024)
 #define MAX_PARALLEL_MAX 64
 
@@ -175,7 +181,8 @@ typedef struct DiskConfig {
 typedef struct WatchConfig {
         char *name;
         char *dir;              /* absolute, normalised */
-        char *pattern;          /* glob on file names */
+        char *pattern;          /* glob on file names (watch_pattern_match) */
+        bool recursive;         /* the folder's subfolders too, at any depth, on its file system */
         bool sparse;
         bool sparse_overridden;
         ReclaimSettings reclaim;

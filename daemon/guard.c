@@ -10,6 +10,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "beneath.h"
 #include "guard.h"
 #include "macro.h"
 
@@ -58,25 +59,27 @@ void guard_release(int fd) {
         (void) fcntl(fd, F_SETLEASE, F_UNLCK);
 }
 
-int guard_open_image(const char *path, int flags) {
-        int fd = open(path, flags | O_NOATIME);
+int guard_open_image_beneath(const char *path, size_t beneath, int flags) {
+        int fd = open_beneath(path, beneath, flags | O_NOATIME);
 
         /* EPERM: neither our file nor CAP_FOWNER; the read then moves atime. */
-        if (fd < 0 && errno == EPERM)
-                fd = open(path, flags);
-        return fd < 0 ? -errno : fd;
+        if (fd == -EPERM)
+                fd = open_beneath(path, beneath, flags);
+        return fd;
 }
 
-static int open_nonblocking(const char *path, int flags) {
-        /* O_NOFOLLOW only when asked (no_follow): configured images are
-         * often reached through symlinks. The lease is what guarantees
-         * exclusivity. O_NONBLOCK: an open that would wait for someone
-         * else's lease to break fails instead. */
-        int fd = guard_open_image(path, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+int guard_open_image(const char *path, int flags) {
+        return guard_open_image_beneath(path, 0, flags);
+}
 
-        if (fd < 0)
-                return fd == -EWOULDBLOCK ? -EBUSY : fd;
-        return fd;
+static int open_nonblocking(const char *path, size_t beneath, int flags) {
+        /* Symlinks refused only below a watched folder (beneath): configured
+         * images are often reached through symlinks. The lease is what
+         * guarantees exclusivity. O_NONBLOCK: an open that would wait for
+         * someone else's lease to break fails instead. */
+        int fd = guard_open_image_beneath(path, beneath, flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+        return fd == -EWOULDBLOCK ? -EBUSY : fd;
 }
 
 #define BTRFS_SUPER_MAGIC 0x9123683E
@@ -150,16 +153,15 @@ static bool same_file(int a, int b) {
  * does. Only then, with nobody there, is it reopened read-write. What
  * remains is the instant between the look at /proc/locks and the first
  * open, and between the two opens. */
-int guard_open_leased(const char *path, bool writable, bool no_follow, int *ret) {
+int guard_open_leased(const char *path, bool writable, size_t beneath, int *ret) {
         _cleanup_close_ int probe = -1, fd = -1;
-        int nofollow = no_follow ? O_NOFOLLOW : 0;
         int r;
 
         /* Not being able to read /proc/locks is no reason to skip: the probe
          * below still finds every opener, only less gently. */
         if (guard_file_leased(path) > 0)
                 return -EBUSY;
-        probe = open_nonblocking(path, O_RDONLY | nofollow);
+        probe = open_nonblocking(path, beneath, O_RDONLY);
         if (probe < 0)
                 return probe;
         r = guard_acquire(probe);
@@ -171,7 +173,7 @@ int guard_open_leased(const char *path, bool writable, bool no_follow, int *ret)
         }
         /* Our own second open would break our own lease: drop it first. */
         guard_release(probe);
-        fd = open_nonblocking(path, O_RDWR | nofollow);
+        fd = open_nonblocking(path, beneath, O_RDWR);
         if (fd < 0)
                 return fd;
         if (!same_file(probe, fd))

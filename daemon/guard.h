@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -22,9 +23,10 @@ int guard_acquire(int fd);
  * file open is then asked through a read-only descriptor, because a
  * read-write open would break other processes' read leases. -EBUSY when the
  * image is in use, -ESTALE when the path was replaced between the two opens.
- * no_follow: a symbolic link as the last component is not followed (-ELOOP),
- * for images found in a [watch] folder, which its users may write to. */
-int guard_open_leased(const char *path, bool writable, bool no_follow, int *ret_fd);
+ * beneath: as open_beneath()'s (beneath.h): for images found in a [watch]
+ * folder, which its users may write to, no symbolic link below the folder
+ * is followed (-ELOOP). */
+int guard_open_leased(const char *path, bool writable, size_t beneath, int *ret_fd);
 /* open(path, flags) without moving the file's atime (O_NOATIME, where we own
  * the file or hold CAP_FOWNER; else a plain open). Every descriptor that
  * reads an image comes from here: smbd refuses to reconnect a client's
@@ -32,6 +34,8 @@ int guard_open_leased(const char *path, bool writable, bool no_follow, int *ret_
  * away, atime included, and a read under relatime moves it. Returns the
  * descriptor or -errno. */
 int guard_open_image(const char *path, int flags);
+/* The same, opened as open_beneath() does (beneath 0: as guard_open_image()). */
+int guard_open_image_beneath(const char *path, size_t beneath, int flags);
 bool guard_lease_broken(int fd);
 /* Whether anyone holds a lease (or NFS delegation) on path, from
  * /proc/locks; opens nothing but /proc/locks. 1 yes, 0 no, negative errno.

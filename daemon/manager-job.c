@@ -151,7 +151,7 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
                 .max_pass_usec = d->settings.max_pass_time_usec,
                 .resume_offset = dry_run ? 0 : d->record.resume_offset,
                 .compact = j->compact_request || d->settings.compact,
-                .no_follow = disk_found_by_watch(d),
+                .beneath = d->beneath,
                 /* Only the free tier looks for differencing children; the
                  * list copies every other image's path (O(images) a pass). */
                 .related_images = discard == DISCARD_FREE ? related_images(m, d) : NULL,
@@ -202,7 +202,7 @@ int manager_queue_unsparse(Manager *m, Disk *d, sd_bus_message *request, Job **r
         j->path = strdup(d->path);
         if (!j->target || !j->path)
                 return job_free(j), -ENOMEM;
-        j->options.no_follow = disk_found_by_watch(d);
+        j->options.beneath = d->beneath;
         j->request = sd_bus_message_ref(request);
         d->job = j;
         schedule_disk_cancel(d);

@@ -27,7 +27,7 @@ struct Probe {
         Disk *disk;             /* NULL once the disk was dropped */
         char *path;
         DiskFormat configured;  /* the disk's format= setting */
-        bool no_follow;         /* found by a [watch]: a symlink is not followed */
+        size_t beneath;         /* found by a [watch]: no symlink below its folder is followed */
         bool have_known;        /* `known` holds the file as our last pass left it */
         Fingerprint known;
         bool running;
@@ -83,7 +83,7 @@ static void probe_unlink(Manager *m, Probe *p) {
 static bool probe_known_unchanged(const Probe *p) {
         struct stat st;
 
-        if (!p->have_known || (p->no_follow ? lstat(p->path, &st) : stat(p->path, &st)) < 0 ||
+        if (!p->have_known || (p->beneath ? lstat(p->path, &st) : stat(p->path, &st)) < 0 ||
             !S_ISREG(st.st_mode))
                 return false;
         return (uint64_t) st.st_dev == p->known.dev && (uint64_t) st.st_ino == p->known.ino &&
@@ -104,7 +104,7 @@ static void *probe_thread(void *userdata) {
                 worker_wake(p->manager);
                 return NULL;
         }
-        fd = guard_open_image(p->path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (p->no_follow ? O_NOFOLLOW : 0));
+        fd = guard_open_image_beneath(p->path, p->beneath, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0)
                 p->open_error = fd;
         else {
@@ -196,7 +196,7 @@ void disk_probe(Disk *d) {
         p = calloc(1, sizeof *p);
         if (p) {
                 p->configured = d->settings.format;
-                p->no_follow = disk_found_by_watch(d);
+                p->beneath = d->beneath;
                 p->have_known = d->record.have_fingerprint && d->record.format >= 0 && d->record.virtual_size > 0;
                 p->known = d->record.fingerprint;
         }

@@ -287,6 +287,7 @@ int manager_new(const char *config_path, const char *socket_override, const char
         hashmap_init(&m->disks_by_name, true);
         hashmap_init(&m->disks_by_path, false);
         hashmap_init(&m->disks_by_real_path, false);
+        hashmap_init(&m->watch_dirs_by_wd, false);
         m->state_dir_fd = m->state_lock_fd = m->worker_efd = m->inotify_fd = m->inotify_wait_fd = m->mountinfo_fd =
                 m->listen_fd = -1;
         m->start_time = usec_now(CLOCK_REALTIME);

@@ -27,6 +27,7 @@ typedef struct Disk Disk;
 typedef struct Job Job;
 typedef struct Connection Connection;
 typedef struct WatchDir WatchDir;
+typedef struct WatchMount WatchMount;
 typedef struct Probe Probe;
 
 typedef enum DiskState {
@@ -57,13 +58,16 @@ struct Disk {
         char *path;
         char *real_path;        /* path with symlinks resolved, where a writer's events show; may be NULL */
         char *origin;           /* "disk" | "watch.NAME" */
+        /* Found by a [watch]: the length of its folder's path in path, below
+         * which no symlink is followed (beneath.h); 0 for a [disk]. */
+        size_t beneath;
         bool config_sparse;
         ReclaimSettings settings;
 
         DiskRecord record;
         bool missing;
         bool removed;           /* dropped from the manager; the running job frees it */
-        bool marked;            /* reload bookkeeping */
+        bool marked;            /* watch-tree.c: seen by the scan of its [watch] folder */
 
         uint64_t next_pass;             /* realtime usec; 0 = none */
         sd_event_source *pass_timer;    /* CLOCK_REALTIME, the periodic pass */
@@ -181,6 +185,11 @@ struct Manager {
         int inotify_fd;
         sd_event_source *inotify_source;
         WatchDir *watch_dirs;
+        Hashmap watch_dirs_by_wd;
+        /* File systems mounted inside recursive [watch] trees, which the
+         * scans do not descend into (watch-tree.c): each logged once. */
+        WatchMount *watch_mounts;
+        size_t n_watch_mounts;
         bool watch_processing;
         /* Folders to watch that do not exist (yet): their nearest existing
          * ancestors are watched on a second inotify descriptor for the

@@ -561,7 +561,7 @@ static void pass_open_and_run(PassState *s, const char *path) {
 
         if (!pass_host_fs_safe(s, path, &dev))
                 return;
-        r = guard_open_leased(path, !o->dry_run, o->no_follow, &fd);
+        r = guard_open_leased(path, !o->dry_run, o->beneath, &fd);
         if (r >= 0 && !fd_on_device(fd, dev))
                 r = -ESTALE;    /* the path now leads elsewhere than what was checked */
         if (r == -EBUSY) {
@@ -574,10 +574,10 @@ static void pass_open_and_run(PassState *s, const char *path) {
                 pass_report_set(rep, PASS_SKIPPED_IN_USE, "the image was replaced while it was being opened");
                 return;
         }
-        if (r == -ELOOP && o->no_follow) {
+        if (r == -ELOOP && o->beneath) {
                 pass_report_set(rep, PASS_REFUSED_INVALID,
-                                "%s is a symbolic link: an image found in a watched folder is not followed elsewhere",
-                                path);
+                                "%s is or lies in a symbolic link below its watched folder: an image found in a "
+                                "watched folder is not followed elsewhere", path);
                 return;
         }
         if (r < 0) {

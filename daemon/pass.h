@@ -35,10 +35,11 @@ typedef struct PassOptions {
         bool dry_run;
         bool force_fixed;               /* act on LeaveBlockAllocated disks */
         bool compact;                   /* then shrink the VHDX file (compact.h) */
-        /* The path's last component is not followed if it is a symlink (the
-         * pass is refused): set for images found in a [watch] folder, whose
-         * users could otherwise point the daemon at any file on the host. */
-        bool no_follow;
+        /* Set for images found in a [watch] folder: the length of the
+         * folder's path in path; no symlink below it is followed (the pass
+         * is refused), since its users could otherwise point the daemon at
+         * any file on the host (beneath.h). 0: symlinks are followed. */
+        size_t beneath;
         uint64_t min_hole;              /* bytes */
         uint64_t min_reclaim;           /* bytes; 0 = no threshold */
         uint64_t io_limit;              /* bytes/s; 0 = unlimited */

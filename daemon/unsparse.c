@@ -63,13 +63,13 @@ static int fill_holes(int fd, const ExtentList *holes, const atomic_bool *cancel
         return 0;
 }
 
-int unsparse_file(const char *path, bool no_follow, const atomic_bool *cancel) {
+int unsparse_file(const char *path, size_t beneath, const atomic_bool *cancel) {
         _cleanup_close_ int fd = -1;
         ExtentList holes = {};
         struct stat st;
         int r;
 
-        r = guard_open_leased(path, true, no_follow, &fd);
+        r = guard_open_leased(path, true, beneath, &fd);
         if (r < 0)
                 return r == -ESTALE ? -EBUSY : r;
         if (fstat(fd, &st) < 0)

@@ -9,5 +9,6 @@
  * nothing: when the host runs out of space, the lease breaks or cancel is
  * set, the holes filled so far are punched again and the image is as it was.
  * Returns 0, -ENOSPC, -EBUSY (in use, or opened meanwhile), -ECANCELED, or
- * another negative errno (-ELOOP: no_follow and path is a symlink). */
-int unsparse_file(const char *path, bool no_follow, const atomic_bool *cancel);
+ * another negative errno (-ELOOP: a symlink below the folder at beneath, as
+ * guard_open_leased()'s). */
+int unsparse_file(const char *path, size_t beneath, const atomic_bool *cancel);

@@ -1,9 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +12,7 @@
 
 #include "log.h"
 #include "schedule.h"
-#include "watch.h"
+#include "watch-internal.h"
 
 #define WATCH_MASK                                                                                              \
         (IN_OPEN | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |     \
@@ -26,22 +24,6 @@
 #define RESYNC_DELAY_USEC (100 * USEC_PER_MSEC)
 /* The idle timers of images closed together fire together. */
 #define IDLE_TIMER_ACCURACY_USEC (50 * USEC_PER_MSEC)
-
-static inline void closedirp(DIR **d) {
-        if (*d)
-                closedir(*d);
-}
-
-struct WatchDir {
-        WatchDir *next;
-        char *path;
-        int wd;
-        bool marked;
-        /* The folder the watch was put on: a path that now leads to another
-         * (a file system mounted on it or off it) is watched afresh. */
-        dev_t dev;
-        ino_t ino;
-};
 
 static void watch_dir_free(WatchDir *w) {
         free(w->path);
@@ -55,8 +37,28 @@ static WatchDir *watch_dir_in(WatchDir *list, int wd) {
         return NULL;
 }
 
-static WatchDir *watch_dir_by_wd(Manager *m, int wd) {
-        return watch_dir_in(m->watch_dirs, wd);
+/* Thousands of folders with recursive=true: found by wd without a walk of the list. */
+WatchDir *watch_dir_by_wd(Manager *m, int wd) {
+        char key[16];
+
+        snprintf(key, sizeof key, "%d", wd);
+        return hashmap_get(&m->watch_dirs_by_wd, key);
+}
+
+char *path_join(const char *dir, const char *name) {
+        char *p;
+
+        if (asprintf(&p, "%s/%s", strcmp(dir, "/") == 0 ? "" : dir, name) < 0)
+                return NULL;
+        return p;
+}
+
+const char *path_below(const char *dir, const char *path) {
+        size_t l = strcmp(dir, "/") == 0 ? 0 : strlen(dir);
+
+        if (strncmp(path, dir, l) != 0 || path[l] != '/' || path[l + 1] == 0)
+                return NULL;
+        return path + l + 1;
 }
 
 /* By the configured path, or where it leads: a writer that opened the image
@@ -112,171 +114,9 @@ static bool idle_armed(const Disk *d) {
         return d->idle_timer && sd_event_source_get_enabled(d->idle_timer, &enabled) >= 0 && enabled != SD_EVENT_OFF;
 }
 
-/* ---- images of [watch] folders ---- */
-
-static const WatchConfig *watch_for_file(Manager *m, const char *dir, const char *file) {
-        for (size_t i = 0; i < m->config->n_watches; i++) {
-                const WatchConfig *w = &m->config->watches[i];
-
-                if (strcmp(w->dir, dir) == 0 && fnmatch(w->pattern, file, FNM_PERIOD) == 0)
-                        return w;
-        }
-        return NULL;
-}
-
-static int add_watch_image(Manager *m, const WatchConfig *w, const char *file, bool probe) {
-        _cleanup_free_ char *name = NULL, *path = NULL, *origin = NULL;
-        Disk *d;
-        int r;
-
-        if (asprintf(&name, "%s/%s", w->name, file) < 0 || asprintf(&path, "%s/%s", w->dir, file) < 0 ||
-            asprintf(&origin, "watch.%s", w->name) < 0)
-                return -ENOMEM;
-        r = manager_add_disk(m, name, path, origin, w->sparse, &w->reclaim, &d);
-        if (r < 0)
-                return log_warning_errno(r, "cannot add %s: %m", path);
-        log_info("%s: found by [watch.%s]", path, w->name);
-        if (probe)
-                disk_probe(d);
-        return schedule_disk(d);
-}
-
-/* lstat(): a symlink is no regular file here. */
-static bool is_regular_nofollow(const char *path) {
-        struct stat st;
-
-        return lstat(path, &st) >= 0 && S_ISREG(st.st_mode);
-}
-
-/* path resolved, or for a file not there (yet), its folder resolved. */
-static char *canonical_path(const char *path) {
-        _cleanup_free_ char *dir = NULL, *rdir = NULL;
-        const char *slash = strrchr(path, '/');
-        char *r = realpath(path, NULL);
-
-        if (r || !slash)
-                return r;
-        dir = slash == path ? strdup("/") : strndup(path, (size_t) (slash - path));
-        rdir = dir ? realpath(dir, NULL) : NULL;
-        if (!rdir || asprintf(&r, "%s/%s", strcmp(rdir, "/") == 0 ? "" : rdir, slash + 1) < 0)
-                return NULL;
-        return r;
-}
-
-/* The same file whatever the spelling: the same inode (a symlink or a hard
- * link included), or for files not there, the same resolved path. */
-static bool same_file_path(const char *a, const char *b) {
-        _cleanup_free_ char *ca = NULL, *cb = NULL;
-        struct stat sa, sb;
-        bool ha = stat(a, &sa) >= 0, hb = stat(b, &sb) >= 0;
-
-        if (ha || hb)
-                return ha && hb && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-        ca = canonical_path(a);
-        cb = canonical_path(b);
-        return ca && cb && strcmp(ca, cb) == 0;
-}
-
-/* The [disk] that names the file at path, if any. */
-static Disk *configured_disk_naming(Manager *m, const char *path) {
-        for (size_t i = 0; i < m->n_configured_disks; i++) {
-                Disk *d = m->configured_disks[i];
-
-                if (strcmp(d->path, path) == 0 || same_file_path(path, d->path))
-                        return d;
-        }
-        return NULL;
-}
-
-/* Whether an entry of a [watch] folder is an image the watch manages: a
- * regular file, but no symlink (the folder's users could point one at any
- * file on the host, which the daemon, as root, would then modify), and no
- * file a [disk] names (its settings are the admin's word on that file:
- * sparse=false must mean never modified). loud: at start and reload, and
- * for a file that just appeared; rescans after a mount change stay quiet. */
-static bool watch_entry_wanted(Manager *m, const WatchConfig *w, const char *path, bool loud) {
-        struct stat st;
-        Disk *d;
-
-        if (lstat(path, &st) < 0)
-                return false;
-        if (S_ISLNK(st.st_mode)) {
-                log_full_errno(loud ? LOG_INFO : LOG_DEBUG, 0,
-                               "%s: a symbolic link in the folder of [watch.%s], ignored: links there are not followed",
-                               path, w->name);
-                return false;
-        }
-        if (!S_ISREG(st.st_mode))
-                return false;
-        d = configured_disk_naming(m, path);
-        if (d) {
-                log_full_errno(loud ? LOG_WARNING : LOG_DEBUG, 0,
-                               "%s: named by [disk.%s] and matched by [watch.%s]: managed as [disk.%s] only", path,
-                               d->name, w->name, d->name);
-                return false;
-        }
-        return true;
-}
-
-static int scan_watch(Manager *m, const WatchConfig *w, bool loud) {
-        _cleanup_(closedirp) DIR *dir = opendir(w->dir);
-        struct dirent *de;
-
-        if (!dir)
-                return log_full_errno(loud ? LOG_WARNING : LOG_DEBUG, errno, "[watch.%s]: cannot read %s: %m",
-                                      w->name, w->dir);
-        while ((de = readdir(dir))) {
-                _cleanup_free_ char *path = NULL;
-
-                if (fnmatch(w->pattern, de->d_name, FNM_PERIOD) != 0)
-                        continue;
-                if (asprintf(&path, "%s/%s", w->dir, de->d_name) < 0)
-                        return -ENOMEM;
-                /* Not subfolders: a watch does not descend into them. */
-                if ((de->d_type != DT_UNKNOWN && de->d_type != DT_REG && de->d_type != DT_LNK) ||
-                    disk_by_path(m, path) || !watch_entry_wanted(m, w, path, loud))
-                        continue;
-                (void) add_watch_image(m, w, de->d_name, true);
-        }
-        return 0;
-}
-
-/* A watch image whose [watch] is gone, whose name no longer matches, whose
- * file is gone or was replaced by a symlink, or which a [disk] now names
- * is dropped; the others take their section's settings. */
-static void refresh_watch_images(Manager *m) {
-        for (size_t i = m->n_disks; i > 0; i--) {
-                Disk *d = m->disks[i - 1];
-                _cleanup_free_ char *dir = NULL;
-                const char *slash = strrchr(d->path, '/');
-                const WatchConfig *w;
-                Disk *named;
-
-                if (!disk_found_by_watch(d) || !slash)
-                        continue;
-                dir = strndup(d->path, (size_t) (slash - d->path));
-                w = dir ? watch_for_file(m, dir, slash + 1) : NULL;
-                if (!w || strcmp(d->origin + 6, w->name) != 0 || !is_regular_nofollow(d->path)) {
-                        log_info("%s: no longer watched", d->path);
-                        manager_drop_disk(m, d);
-                        continue;
-                }
-                named = configured_disk_naming(m, d->path);
-                if (named) {
-                        log_warning("%s: named by [disk.%s] and matched by [watch.%s]: managed as [disk.%s] only, "
-                                    "no longer as %s",
-                                    d->path, named->name, w->name, named->name, d->name);
-                        manager_drop_disk(m, d);
-                        continue;
-                }
-                d->settings = w->reclaim;
-                d->config_sparse = w->sparse;
-        }
-}
-
 /* ---- inotify watches ---- */
 
-static WatchDir *watch_dir_add(WatchDir **list, const char *path, int wd) {
+static WatchDir *watch_dir_new(const char *path, int wd) {
         WatchDir *w = calloc(1, sizeof *w);
 
         if (!w || !(w->path = strdup(path))) {
@@ -284,49 +124,154 @@ static WatchDir *watch_dir_add(WatchDir **list, const char *path, int wd) {
                 return NULL;
         }
         w->wd = wd;
-        w->next = *list;
-        *list = w;
+        snprintf(w->wd_key, sizeof w->wd_key, "%d", wd);
         return w;
 }
 
+static WatchDir *watch_wait_add(Manager *m, const char *path, int wd) {
+        WatchDir *w = watch_dir_new(path, wd);
+
+        if (!w)
+                return NULL;
+        w->next = m->watch_waits;
+        m->watch_waits = w;
+        return w;
+}
+
+/* A folder of m->watch_dirs, indexed by wd. */
+static WatchDir *watch_dir_add(Manager *m, const char *path, int wd, const struct stat *st) {
+        WatchDir *w = watch_dir_new(path, wd);
+
+        if (!w)
+                return NULL;
+        if (hashmap_put(&m->watch_dirs_by_wd, w->wd_key, w) < 0) {
+                watch_dir_free(w);
+                return NULL;
+        }
+        if (st) {
+                w->dev = st->st_dev;
+                w->ino = st->st_ino;
+        }
+        w->next = m->watch_dirs;
+        m->watch_dirs = w;
+        return w;
+}
+
+static void watch_dir_unlink(Manager *m, WatchDir *w) {
+        hashmap_remove(&m->watch_dirs_by_wd, w->wd_key, w);
+        for (WatchDir **p = &m->watch_dirs; *p; p = &(*p)->next)
+                if (*p == w) {
+                        *p = w->next;
+                        break;
+                }
+        watch_dir_free(w);
+}
+
+void watch_dir_remove(Manager *m, WatchDir *w) {
+        /* Fails harmlessly for a folder already gone: the kernel dropped its watch. */
+        (void) inotify_rm_watch(m->inotify_fd, w->wd);
+        watch_dir_unlink(m, w);
+}
+
 /* Drops the watches not marked since the last sweep. */
-static void sweep(int fd, WatchDir **list) {
-        for (WatchDir **p = list; *p;) {
+static void sweep_dirs(Manager *m) {
+        for (WatchDir *w = m->watch_dirs, *next; w; w = next) {
+                next = w->next;
+                if (!w->marked)
+                        watch_dir_remove(m, w);
+        }
+}
+
+static void sweep_waits(Manager *m) {
+        for (WatchDir **p = &m->watch_waits; *p;) {
                 WatchDir *w = *p;
 
                 if (w->marked) {
                         p = &w->next;
                         continue;
                 }
-                (void) inotify_rm_watch(fd, w->wd);
+                (void) inotify_rm_watch(m->inotify_wait_fd, w->wd);
                 *p = w->next;
                 watch_dir_free(w);
         }
 }
 
-/* Watches the folder at path: 0, or a negative errno (logged when loud). */
-static int ensure_dir(Manager *m, const char *path, bool loud) {
-        struct stat st;
+void watch_log_failure(int level, int error, const char *path) {
+        _cleanup_free_ char *limit = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        size_t size = 0;
+
+        if (error != ENOSPC) {
+                log_full_errno(level, error, "cannot watch %s: %m", path);
+                return;
+        }
+        /* inotify_add_watch()'s ENOSPC: no disk is full, the watches of this
+         * user are used up. */
+        f = fopen("/proc/sys/fs/inotify/max_user_watches", "re");
+        if (!f || getline(&limit, &size, f) < 0) {
+                free(limit);
+                limit = strdup("?\n");
+        }
+        if (limit)
+                limit[strcspn(limit, "\n")] = 0;
+        log_full_errno(LOG_WARNING, 0,
+                       "cannot watch %s: the limit of inotify watches is reached (sysctl fs.inotify.max_user_watches "
+                       "= %s, one watch per folder): images created or written there are not noticed until a "
+                       "reload; raise the limit", path, limit ? limit : "?");
+}
+
+/* Watches a new folder, or marks the one already watched (the same inode
+ * gives the same wd). opened: path is where a scan just opened the folder
+ * (st its fstat()), so where its events are now: a folder renamed while
+ * its events were lost (an overflow) is known by its new path from here on. */
+static int watch_dir_put(Manager *m, const char *watch_path, const char *path, const struct stat *st, bool tree,
+                         bool opened) {
         WatchDir *w;
         int wd;
 
-        wd = inotify_add_watch(m->inotify_fd, path, WATCH_MASK);
+        wd = inotify_add_watch(m->inotify_fd, watch_path, WATCH_MASK);
         if (wd < 0)
-                return log_full_errno(loud ? LOG_WARNING : LOG_DEBUG, errno, "cannot watch %s: %m", path);
+                return -errno;
         w = watch_dir_by_wd(m, wd);
-        if (w) {
-                w->marked = true;
-                return 0;
+        if (w && opened && strcmp(w->path, path) != 0) {
+                char *p = strdup(path);
+
+                if (p) {
+                        free(w->path);
+                        w->path = p;
+                        w->dev = st->st_dev;
+                        w->ino = st->st_ino;
+                }
         }
-        w = watch_dir_add(&m->watch_dirs, path, wd);
         if (!w)
+                w = watch_dir_add(m, path, wd, st);
+        if (!w) {
+                (void) inotify_rm_watch(m->inotify_fd, wd);
                 return log_error_errno(ENOMEM, "out of memory watching %s", path);
-        if (stat(path, &st) >= 0) {
-                w->dev = st.st_dev;
-                w->ino = st.st_ino;
         }
         w->marked = true;
+        w->tree = w->tree || tree;
         return 0;
+}
+
+int watch_dir_add_fd(Manager *m, int fd, const char *path) {
+        char proc[64];
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        /* The folder open at fd, whatever its path leads to by now. */
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        return watch_dir_put(m, proc, path, &st, true, true);
+}
+
+/* Watches the folder at path (a [disk]'s folder, or a [watch]'s own
+ * folder: tree): 0, or a negative errno, not logged. */
+static int ensure_dir(Manager *m, const char *path, bool tree) {
+        struct stat st;
+        bool have = stat(path, &st) >= 0;
+
+        return watch_dir_put(m, path, path, have ? &st : NULL, tree, false);
 }
 
 /* Waits for the missing folder at path to appear: watches its nearest
@@ -355,7 +300,7 @@ static void ensure_wait(Manager *m, const char *path) {
                 return;
         w = watch_dir_in(m->watch_waits, wd);
         if (!w)
-                w = watch_dir_add(&m->watch_waits, p, wd);
+                w = watch_wait_add(m, p, wd);
         if (w)
                 w->marked = true;
         log_debug("%s: missing, watching %s for it to appear", path, p);
@@ -382,13 +327,16 @@ static int strv_push(char ***l, size_t *n, const char *s) {
 
 /* Watches path (0), or if it is missing, waits for it (-ENOENT; remembered
  * in missing). Another negative errno is logged. */
-static int ensure_dir_or_wait(Manager *m, const char *path, bool loud, char ***missing, size_t *n_missing) {
-        int r = ensure_dir(m, path, false);
+static int ensure_dir_or_wait(Manager *m, const char *path, bool tree, bool loud, char ***missing,
+                              size_t *n_missing) {
+        int r = ensure_dir(m, path, tree);
 
         if (r >= 0)
                 return 0;
-        if (r != -ENOENT && r != -ENOTDIR)
-                return log_full_errno(loud ? LOG_WARNING : LOG_DEBUG, r, "cannot watch %s: %m", path);
+        if (r != -ENOENT && r != -ENOTDIR) {
+                watch_log_failure(loud || r == -ENOSPC ? LOG_WARNING : LOG_DEBUG, -r, path);
+                return r;
+        }
         if (!strv_has(*missing, *n_missing, path))
                 (void) strv_push(missing, n_missing, path);
         ensure_wait(m, path);
@@ -403,16 +351,21 @@ static char *parent_of(const char *path) {
         return slash == path ? strdup("/") : strndup(path, (size_t) (slash - path));
 }
 
+bool watch_folder_missing(Manager *m, const char *dir) {
+        return strv_has(m->watch_missing, m->n_watch_missing, dir);
+}
+
 /* Watches every folder that holds managed images, rescans the [watch]
- * folders, and waits for the missing ones. loud: at start and reload (the
- * state of everything is logged); rescans after a folder appeared or the
- * mount table changed log what changed only. */
+ * folders (and the trees of recursive ones, watching their subfolders),
+ * and waits for the missing ones. loud: at start and reload (the state of
+ * everything is logged); rescans after a folder appeared or the mount table
+ * changed log what changed only. */
 static void sync_all(Manager *m, bool loud) {
         char **missing = NULL;
         size_t n_missing = 0;
 
         for (WatchDir *w = m->watch_dirs; w; w = w->next)
-                w->marked = false;
+                w->marked = w->tree = false;
         for (WatchDir *w = m->watch_waits; w; w = w->next)
                 w->marked = false;
         for (size_t i = 0; i < m->n_disks; i++) {
@@ -427,7 +380,7 @@ static void sync_all(Manager *m, bool loud) {
                         if (!paths[k] || (k == 1 && strcmp(paths[1], paths[0]) == 0))
                                 continue;
                         dir = parent_of(paths[k]);
-                        if (dir && ensure_dir_or_wait(m, dir, loud, &missing, &n_missing) == -ENOENT &&
+                        if (dir && ensure_dir_or_wait(m, dir, false, loud, &missing, &n_missing) == -ENOENT &&
                             (loud || !strv_has(m->watch_missing, m->n_watch_missing, dir)))
                                 log_full_errno(loud ? LOG_WARNING : LOG_INFO, 0,
                                                "[disk.%s]: the folder %s does not exist: it is watched as soon as it "
@@ -437,7 +390,7 @@ static void sync_all(Manager *m, bool loud) {
         for (size_t i = 0; i < m->config->n_watches; i++) {
                 const WatchConfig *w = &m->config->watches[i];
                 bool was_missing = strv_has(m->watch_missing, m->n_watch_missing, w->dir);
-                int r = ensure_dir_or_wait(m, w->dir, loud, &missing, &n_missing);
+                int r = ensure_dir_or_wait(m, w->dir, true, loud, &missing, &n_missing);
 
                 if (r >= 0) {
                         if (was_missing)
@@ -446,8 +399,6 @@ static void sync_all(Manager *m, bool loud) {
                         log_warning("[watch.%s]: %s does not exist: the watch is inactive until it appears", w->name,
                                     w->dir);
         }
-        sweep(m->inotify_fd, &m->watch_dirs);
-        sweep(m->inotify_wait_fd, &m->watch_waits);
         strv_free_n(m->watch_missing, m->n_watch_missing);
         m->watch_missing = missing;
         m->n_watch_missing = n_missing;
@@ -464,10 +415,12 @@ static void sync_all(Manager *m, bool loud) {
                         (void) schedule_disk(d);
                 }
         }
-        refresh_watch_images(m);
-        for (size_t i = 0; i < m->config->n_watches; i++)
-                if (!strv_has(m->watch_missing, m->n_watch_missing, m->config->watches[i].dir))
-                        (void) scan_watch(m, &m->config->watches[i], loud);
+        watch_refresh_images(m);
+        /* Before the sweep: the subfolders of recursive trees are marked as
+         * the scan meets them, so those still there keep their watch. */
+        watch_scan_all(m, loud);
+        sweep_dirs(m);
+        sweep_waits(m);
 }
 
 int watch_sync(Manager *m) {
@@ -496,7 +449,7 @@ static int on_resync(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 /* A rescan shortly, once for a burst of reasons. */
-static void schedule_resync(Manager *m) {
+void watch_schedule_resync(Manager *m) {
         int r;
 
         if (m->watch_resync) {
@@ -511,7 +464,8 @@ static void schedule_resync(Manager *m) {
 }
 
 /* Whether a watched folder's path now leads elsewhere (a file system was
- * mounted on it or unmounted from it) or a missing one is there. */
+ * mounted on it or unmounted from it), a missing one is there, or a file
+ * system that a recursive tree did not descend into is gone. */
 static bool dirs_changed(Manager *m) {
         struct stat st;
 
@@ -521,7 +475,7 @@ static bool dirs_changed(Manager *m) {
         for (size_t i = 0; i < m->n_watch_missing; i++)
                 if (stat(m->watch_missing[i], &st) >= 0)
                         return true;
-        return false;
+        return watch_tree_mounts_changed(m);
 }
 
 /* The kernel flags /proc/self/mountinfo with POLLPRI whenever the mount
@@ -532,7 +486,7 @@ static int on_mountinfo(sd_event_source *s, int fd, uint32_t revents, void *user
 
         if (dirs_changed(m)) {
                 log_debug("the mount table changed under a watched folder: rescanning");
-                schedule_resync(m);
+                watch_schedule_resync(m);
         }
         return 0;
 }
@@ -568,20 +522,20 @@ static int on_inotify_wait(sd_event_source *s, int fd, uint32_t revents, void *u
         if (n < 0 && errno != EAGAIN && errno != EINTR)
                 log_warning_errno(errno, "reading inotify events: %m");
         if (relevant)
-                schedule_resync(m);
+                watch_schedule_resync(m);
         return 0;
 }
 
 /* ---- events ---- */
 
-static void image_gone(Manager *m, Disk *d) {
+void watch_image_gone(Manager *m, Disk *d) {
         if (disk_running(d)) {
                 /* The pass stops at its next check and ends cleanly. */
                 log_info("%s: deleted or moved away during its pass, stopping the pass", d->path);
                 atomic_store(&d->job->cancel, true);
         }
         watch_disarm_idle(d);
-        if (strncmp(d->origin, "watch.", 6) == 0) {
+        if (disk_found_by_watch(d)) {
                 /* Images come and go in a [watch] folder (profiles of departed
                  * users): their records would pile up in the state directory. */
                 log_info("%s: gone, no longer managed", d->path);
@@ -595,9 +549,15 @@ static void image_gone(Manager *m, Disk *d) {
         schedule_disk_cancel(d);
 }
 
-static void image_appeared(Manager *m, WatchDir *w, const char *name, const char *path, bool complete) {
+/* lstat(): a symlink is no regular file here. */
+static bool is_regular_nofollow(const char *path) {
+        struct stat st;
+
+        return lstat(path, &st) >= 0 && S_ISREG(st.st_mode);
+}
+
+static void image_appeared(Manager *m, const WatchDir *w, const char *path, bool complete) {
         Disk *d = disk_by_path(m, path);
-        const WatchConfig *wc;
 
         if (d && disk_found_by_watch(d) && !is_regular_nofollow(path)) {
                 /* Renamed over by a symlink (or anything but a file). */
@@ -606,7 +566,7 @@ static void image_appeared(Manager *m, WatchDir *w, const char *name, const char
                 return;
         }
         if (!d && is_regular_nofollow(path))
-                d = configured_disk_naming(m, path);
+                d = watch_configured_disk_naming(m, path);
         if (d) {
                 if (!d->missing)
                         return;
@@ -617,10 +577,54 @@ static void image_appeared(Manager *m, WatchDir *w, const char *name, const char
                 (void) schedule_disk(d);
                 return;
         }
-        wc = watch_for_file(m, w->path, name);
-        if (wc && watch_entry_wanted(m, wc, path, true))
-                /* A file being created is probed once its writer closes it and the idle pass runs. */
-                (void) add_watch_image(m, wc, name, complete);
+        if (w->tree)
+                watch_tree_file_appeared(m, w, path, complete);
+}
+
+/* A subfolder that only a recursive tree watches: neither a [watch]'s own
+ * folder nor a [disk]'s, which a rescan must then wait for. */
+static bool only_in_tree(Manager *m, const WatchDir *w) {
+        if (!w->tree)
+                return false;
+        for (size_t i = 0; i < m->config->n_watches; i++)
+                if (strcmp(m->config->watches[i].dir, w->path) == 0)
+                        return false;
+        for (size_t i = 0; i < m->n_configured_disks; i++) {
+                const Disk *d = m->configured_disks[i];
+                const char *rel = path_below(w->path, d->path);
+
+                if (rel && !strchr(rel, '/'))
+                        return false;
+        }
+        return true;
+}
+
+static void folder_ignored(Manager *m, WatchDir *w) {
+        size_t l = strlen(w->path);
+
+        if (only_in_tree(m, w)) {
+                /* Removed (its parent's event says so too) or its file
+                 * system unmounted: what was below it is gone. */
+                _cleanup_free_ char *path = strdup(w->path);
+
+                if (path)
+                        watch_tree_folder_gone(m, path);
+                else
+                        watch_dir_unlink(m, w);
+                return;
+        }
+        /* The folder itself went away (or the file system it was on was
+         * unmounted): its images are missing until it is back, which the
+         * rescan waits for. */
+        for (size_t i = m->n_disks; i > 0; i--) {
+                Disk *x = m->disks[i - 1];
+
+                if (strncmp(x->path, w->path, l) == 0 && x->path[l] == '/' && !strchr(x->path + l + 1, '/') &&
+                    !x->missing)
+                        watch_image_gone(m, x);
+        }
+        watch_dir_unlink(m, w);
+        watch_schedule_resync(m);
 }
 
 static void handle_event(Manager *m, const struct inotify_event *ev, Disk *self) {
@@ -637,33 +641,27 @@ static void handle_event(Manager *m, const struct inotify_event *ev, Disk *self)
         if (!w)
                 return;
         if (ev->mask & IN_IGNORED) {
-                /* The folder itself went away (or the file system it was on
-                 * was unmounted): its images are missing until it is back,
-                 * which the rescan waits for. */
-                for (size_t i = m->n_disks; i > 0; i--) {
-                        Disk *x = m->disks[i - 1];
-                        size_t l = strlen(w->path);
-
-                        if (strncmp(x->path, w->path, l) == 0 && x->path[l] == '/' && !strchr(x->path + l + 1, '/') &&
-                            !x->missing)
-                                image_gone(m, x);
-                }
-                for (WatchDir **p = &m->watch_dirs; *p; p = &(*p)->next)
-                        if (*p == w) {
-                                *p = w->next;
-                                watch_dir_free(w);
-                                break;
-                        }
-                schedule_resync(m);
+                folder_ignored(m, w);
                 return;
         }
         if (ev->len == 0 || ev->name[0] == 0)
                 return;
-        if (asprintf(&path, "%s/%s", strcmp(w->path, "/") == 0 ? "" : w->path, ev->name) < 0)
+        path = path_join(w->path, ev->name);
+        if (!path)
                 return;
 
+        if (ev->mask & IN_ISDIR) {
+                /* A subfolder: of interest to a recursive [watch] only. */
+                if (!w->tree)
+                        return;
+                if (ev->mask & (IN_CREATE | IN_MOVED_TO))
+                        watch_tree_folder_appeared(m, w, path);
+                else if (ev->mask & (IN_DELETE | IN_MOVED_FROM))
+                        watch_tree_folder_gone(m, path);
+                return;
+        }
         if (ev->mask & (IN_CREATE | IN_MOVED_TO)) {
-                image_appeared(m, w, ev->name, path, ev->mask & IN_MOVED_TO);
+                image_appeared(m, w, path, ev->mask & IN_MOVED_TO);
                 return;
         }
         d = disk_by_path(m, path);
@@ -671,7 +669,7 @@ static void handle_event(Manager *m, const struct inotify_event *ev, Disk *self)
                 return;
         if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) {
                 if (!d->missing)
-                        image_gone(m, d);
+                        watch_image_gone(m, d);
                 return;
         }
         /* A pass's own open and close of its image are no writer's. */
@@ -768,12 +766,10 @@ int watch_setup(Manager *m) {
 }
 
 void watch_done(Manager *m) {
-        while (m->watch_dirs) {
-                WatchDir *w = m->watch_dirs;
-
-                m->watch_dirs = w->next;
-                watch_dir_free(w);
-        }
+        while (m->watch_dirs)
+                watch_dir_unlink(m, m->watch_dirs);
+        hashmap_done(&m->watch_dirs_by_wd);
+        watch_tree_done(m);
         while (m->watch_waits) {
                 WatchDir *w = m->watch_waits;
 

@@ -4,11 +4,13 @@
 #include "manager.h"
 
 /* inotify on the folders that hold the managed images: the [disk] images'
- * folders and the [watch] folders (not their subfolders: a watch does not
- * descend into them, so a subfolder replaced by a symlink leads nowhere). Images appearing, disappearing or renamed
- * are picked up or dropped; an image deleted mid-pass has its pass
- * cancelled; a close after writing starts the idle trigger (a pass idleDelay
- * later unless the image is opened again in between). */
+ * folders and the [watch] folders, with recursive=true every folder below
+ * them too (watch-tree.c: on the watch's file system, never through a
+ * symlink). Images appearing, disappearing or renamed are picked up or
+ * dropped, and so are subfolders of a recursive watch; an image deleted
+ * mid-pass has its pass cancelled; a close after writing starts the idle
+ * trigger (a pass idleDelay later unless the image is opened again in
+ * between). */
 
 int watch_setup(Manager *m);
 void watch_done(Manager *m);

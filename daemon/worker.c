@@ -95,7 +95,7 @@ static void *job_thread(void *userdata) {
         else if (j->kind == JOB_TRIM)
                 job_run_trim(j);
         else
-                j->error = unsparse_file(j->path, j->options.no_follow, &j->cancel);
+                j->error = unsparse_file(j->path, j->options.beneath, &j->cancel);
         atomic_store(&j->finished, true);
         worker_wake(j->manager);
         return NULL;

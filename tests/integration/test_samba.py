@@ -3,7 +3,8 @@
 """vhdreclaimd behind a real Samba (issue 12): Debian's smbd with a private
 configuration shares a folder that a [watch] section of a test daemon
 covers, and real SMB clients (smbclient, python3-samba's libsmb) write, hold
-open and read the images through it.
+open and read the images through it; one creates a user folder and its
+container as FSLogix does, for a [watch] with recursive=true.
 
 SAMBA_ROUNDS sets the rounds of the open-during-a-pass test (default 3; the
 long run uses 100) and prints the open waits and open-to-release times."""
@@ -87,6 +88,39 @@ def test_written_through_smb_passes_after_idle(tmp):
         samba.smbclient(f"get user1.vhdx {back}")
         assert sha256(back) == sha256(image)
         print(f"     pass {after_close:.1f}s after smbd closed the image (idleDelay 2s), "
+              f"reclaimed {x['reclaimed_last'] // MiB} MiB")
+
+
+# ---- FSLogix's layout: a folder per user ----
+
+def test_fslogix_user_folder_through_smb(tmp):
+    """A first sign-in as FSLogix makes it, through the share: the client
+    creates the user's folder (%username%_%sid%) and the container in it
+    (Profile_%username%.VHDX, upper case); the recursive watch finds it and
+    passes it idleDelay after smbd's close."""
+    share = share_dir(tmp)
+    src = standard_image(os.path.join(tmp, "src.vhdx"))
+    folder = "alice_S-1-5-21-3623811015-3361044348-30300820-1001"
+    text = config(tmp, reclaim={"discard": "safe", "idleDelay": "2s"},
+                  extra=f"\n[watch.{WATCH}]\ndir={share}\npattern=*.vhdx\nrecursive=true\n")
+    d = Daemon(tmp, text).start()
+    with Samba(tmp, share) as samba:
+        t0 = time.monotonic()
+        samba.smbclient(f"mkdir {folder}; put {src} {folder}\\Profile_alice.VHDX")
+        put_done = time.monotonic() - t0
+        name = f"{WATCH}/{folder}/Profile_alice.VHDX"
+        image = os.path.join(share, folder, "Profile_alice.VHDX")
+        assert os.path.isfile(image), os.listdir(share)
+        wait_for(lambda: name in d.disks(), 10, what="the image in the new user folder to be picked up")
+        x = d.wait_passes(name, 1, timeout=30)
+        after_close = time.monotonic() - t0 - put_done
+        assert x["last_result"] == "success" and x["reclaimed_last"] > 0, x
+        assert after_close >= 1.5, f"the pass came {after_close:.1f}s after smbd's close, before idleDelay"
+        assert_same_content(image, src)
+        back = os.path.join(tmp, "back.vhdx")
+        samba.smbclient(f"get {folder}\\Profile_alice.VHDX {back}")
+        assert sha256(back) == sha256(image)
+        print(f"     pass {after_close:.1f}s after smbd closed {folder}/Profile_alice.VHDX (idleDelay 2s), "
               f"reclaimed {x['reclaimed_last'] // MiB} MiB")
 
 
@@ -235,5 +269,6 @@ def test_open_during_pass(tmp):
 if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io")
     require_samba()
-    main([test_written_through_smb_passes_after_idle, test_held_open_is_skipped_and_undisturbed,
+    main([test_written_through_smb_passes_after_idle, test_fslogix_user_folder_through_smb,
+          test_held_open_is_skipped_and_undisturbed,
           test_open_during_pass])

@@ -430,6 +430,102 @@ static void test_format_key(void **state) {
         assert_message(f, 0, CONFIG_MESSAGE_ERROR, 3, "invalid value for format: 'qcow2' (expected auto, vhdx or raw)");
 }
 
+/* recursive= is a [watch] key of its own: no [reclaim] default (a [disk]
+ * has no subfolders), false unless set, printed only when true so that the
+ * printed form of an older file stays as it was. */
+static void test_recursive_key(void **state) {
+        Fixture *f = *state;
+        _cleanup_free_ char *printed = NULL;
+        Config *a;
+
+        load_ok(f,
+                "[watch.flat]\n"
+                "dir=/srv/flat\n"
+                "[watch.tree]\n"
+                "dir=/srv/fslogix\n"
+                "Recursive=TRUE\n"
+                "[watch.off]\n"
+                "dir=/srv/off\n"
+                "recursive=0\n");
+        assert_int_equal(f->msgs.n_items, 0);
+        assert_false(config_find_watch(f->config, "flat")->recursive);
+        assert_true(config_find_watch(f->config, "tree")->recursive);
+        assert_false(config_find_watch(f->config, "off")->recursive);
+        printed = print_to_string(f->config);
+        assert_non_null(strstr(printed, "[watch.tree]\ndir=/srv/fslogix\npattern=*.vhdx\nrecursive=true\n"));
+        assert_non_null(strstr(printed, "[watch.off]\ndir=/srv/off\npattern=*.vhdx\n#sparse"));
+        assert_null(strstr(printed, "recursive=false"));
+
+        /* Part of what config_equal() compares, and printed so that it parses back. */
+        a = TAKE_PTR(f->config);
+        load_ok(f, printed);
+        assert_true(config_equal(a, f->config));
+        load_ok(f, "[watch.flat]\ndir=/srv/flat\n[watch.tree]\ndir=/srv/fslogix\n[watch.off]\ndir=/srv/off\n");
+        assert_false(config_equal(a, f->config));
+        config_free(a);
+
+        /* A bad value is an error at its line; the first of two wins. */
+        assert_int_equal(load(f, "[watch.w]\ndir=/w\n\nrecursive=yes\n"), -EINVAL);
+        assert_int_equal(f->msgs.n_items, 1);
+        assert_message(f, 0, CONFIG_MESSAGE_ERROR, 4, "invalid value for recursive: 'yes' (expected true, false, 1 or 0)");
+        load_ok(f, "[watch.w]\ndir=/w\nrecursive=true\nrecursive=false\n");
+        assert_true(f->config->watches[0].recursive);
+        assert_message(f, 0, CONFIG_MESSAGE_WARNING, 4, "duplicate key 'recursive' in [watch.w], ignored: the first one (line 3) wins");
+
+        /* Anywhere else: a warning that says where it belongs. */
+        load_ok(f, "[reclaim]\nrecursive=true\n[disk.a]\npath=/a.vhdx\nrecursive=true\n[watch.w]\ndir=/w\n");
+        assert_int_equal(f->msgs.n_items, 2);
+        assert_message(f, 0, CONFIG_MESSAGE_WARNING, 2,
+                       "unknown key 'recursive' in [reclaim], ignored: a key of [watch.NAME] sections");
+        assert_message(f, 1, CONFIG_MESSAGE_WARNING, 5,
+                       "unknown key 'recursive' in [disk.a], ignored: a key of [watch.NAME] sections");
+        assert_false(f->config->watches[0].recursive);
+}
+
+/* FSLogix names Profile_alice.VHDX in upper case, other clients as they
+ * please: a pattern ignores case. A leading dot still needs one. */
+static void test_watch_pattern_match(void **state) {
+        assert_true(watch_pattern_match("*.vhdx", "Profile_alice.VHDX"));
+        assert_true(watch_pattern_match("*.vhdx", "ODFC_alice.vhdx"));
+        assert_true(watch_pattern_match("*.VHDX", "x.Vhdx"));
+        assert_true(watch_pattern_match("Profile_*.vhdx", "PROFILE_bob.VHDX"));
+        assert_true(watch_pattern_match("*.[vV]hdx", "a.VHDX"));
+        assert_false(watch_pattern_match("*.vhdx", "Profile_alice.VHDX.tmp"));
+        assert_false(watch_pattern_match("*.vhdx", ".hidden.vhdx"));
+        assert_true(watch_pattern_match(".*.vhdx", ".hidden.VHDX"));
+        assert_false(watch_pattern_match("*.vhdx", "a.avhdx"));
+        assert_true(watch_pattern_match("*", "jürgen.VHDX"));
+}
+
+/* --check-config tells about a [disk] in a watched folder's tree: at any
+ * depth for a recursive watch, in the folder itself otherwise; the name
+ * matched without case. */
+static void test_disk_in_recursive_watch_warns(void **state) {
+        Fixture *f = *state;
+
+        load_ok(f,
+                "[watch.tree]\n"
+                "dir=/srv/fslogix\n"
+                "recursive=true\n"
+                "[watch.flat]\n"
+                "dir=/srv/flat\n"
+                "[disk.deep]\n"
+                "path=/srv/fslogix/alice_S-1-5/Profile_alice.VHDX\n"
+                "[disk.flatdeep]\n"
+                "path=/srv/flat/sub/x.vhdx\n"
+                "[disk.flattop]\n"
+                "path=/srv/flat/X.VHDX\n"
+                "[disk.other]\n"
+                "path=/srv/fslogix/alice_S-1-5/notes.img\n"
+                "[disk.beside]\n"
+                "path=/srv/fslogix2/a.vhdx\n");
+        assert_int_equal(f->msgs.n_items, 2);
+        assert_message(f, 0, CONFIG_MESSAGE_WARNING, 7,
+                       "[disk.deep] names a file that [watch.tree] (line 2) matches: it is managed as [disk.deep] only");
+        assert_message(f, 1, CONFIG_MESSAGE_WARNING, 11,
+                       "[disk.flattop] names a file that [watch.flat] (line 5) matches");
+}
+
 static void test_duplicate_key_first_wins(void **state) {
         Fixture *f = *state;
 
@@ -1010,6 +1106,9 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_crlf_and_bom, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_utf16_is_named, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_format_key, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_recursive_key, setup, teardown),
+                cmocka_unit_test(test_watch_pattern_match),
+                cmocka_unit_test_setup_teardown(test_disk_in_recursive_watch_warns, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_duplicate_key_first_wins, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_unknown_keys_and_sections_warn, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_key_outside_section_warns, setup, teardown),

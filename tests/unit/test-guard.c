@@ -490,31 +490,84 @@ static void test_read_leased_elsewhere_is_undisturbed(void **state) {
         leased_elsewhere_is_skipped_undisturbed(*state, F_RDLCK, true);
 }
 
-/* An image found in a [watch] folder is opened with no_follow: a symlink a
- * user of the share put there leads nowhere, the file it names is never
- * opened for writing; a configured image may still be reached through one. */
-static void test_no_follow_refuses_symlink(void **state) {
+/* An image found in a [watch] folder is opened beneath its folder: a
+ * symlink a user of the share put there leads nowhere, the file it names is
+ * never opened for writing; a configured image may still be reached through
+ * one. */
+static void test_beneath_refuses_symlink(void **state) {
+        const char *dir = *state;
         char link[320];
         TestFile f;
         int fd = -1;
 
-        test_file_make(*state, &f);
+        test_file_make(dir, &f);
         close(f.fd);
         f.fd = -1;
         snprintf(link, sizeof link, "%s.link", f.path);
         assert_int_equal(symlink(f.path, link), 0);
-        assert_int_equal(guard_open_leased(link, true, true, &fd), -ELOOP);
+        assert_int_equal(guard_open_leased(link, true, strlen(dir), &fd), -ELOOP);
         assert_int_equal(fd, -1);
-        assert_int_equal(guard_open_leased(link, false, true, &fd), -ELOOP);
+        assert_int_equal(guard_open_leased(link, false, strlen(dir), &fd), -ELOOP);
         assert_int_equal(fd, -1);
-        assert_int_equal(guard_open_leased(f.path, true, true, &fd), 0);
+        assert_int_equal(guard_open_leased(f.path, true, strlen(dir), &fd), 0);
         guard_release(fd);
         close(fd);
-        assert_int_equal(guard_open_leased(link, true, false, &fd), 0);
+        assert_int_equal(guard_open_leased(link, true, 0, &fd), 0);
         guard_release(fd);
         close(fd);
         unlink(link);
         test_file_done(&f);
+}
+
+/* recursive=true: the users also own the subfolders. One of them replaced
+ * by a symlink to a folder elsewhere that holds a file of the same name:
+ * not opened, at any depth; the folder itself (dir=) may be a symlink. */
+static void test_beneath_refuses_symlinked_subfolder(void **state) {
+        const char *dir = *state;
+        char top[320], sub[340], elsewhere[320], path[400], via_link[340], via_link_path[420];
+        int fd = -1;
+
+        snprintf(top, sizeof top, "%s/tree", dir);
+        snprintf(sub, sizeof sub, "%s/user", top);
+        snprintf(elsewhere, sizeof elsewhere, "%s/elsewhere", dir);
+        assert_int_equal(mkdir(top, 0755), 0);
+        assert_int_equal(mkdir(sub, 0755), 0);
+        assert_int_equal(mkdir(elsewhere, 0755), 0);
+        snprintf(path, sizeof path, "%s/image.vhdx", sub);
+        fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+        assert_true(fd >= 0);
+        close(fd);
+        snprintf(path, sizeof path, "%s/image.vhdx", elsewhere);
+        fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+        assert_true(fd >= 0);
+        close(fd);
+
+        /* The real subfolder: opened, through a symlinked dir= too. */
+        snprintf(path, sizeof path, "%s/user/image.vhdx", top);
+        assert_int_equal(guard_open_leased(path, true, strlen(top), &fd), 0);
+        guard_release(fd);
+        close(fd);
+        snprintf(via_link, sizeof via_link, "%s/tree-link", dir);
+        assert_int_equal(symlink(top, via_link), 0);
+        snprintf(via_link_path, sizeof via_link_path, "%s/user/image.vhdx", via_link);
+        assert_int_equal(guard_open_leased(via_link_path, true, strlen(via_link), &fd), 0);
+        guard_release(fd);
+        close(fd);
+
+        /* Swapped for a symlink: refused, though the path names a file. */
+        snprintf(path, sizeof path, "%s/user.old", top);
+        assert_int_equal(rename(sub, path), 0);
+        assert_int_equal(symlink(elsewhere, sub), 0);
+        snprintf(path, sizeof path, "%s/user/image.vhdx", top);
+        assert_int_equal(access(path, F_OK), 0);
+        fd = -1;
+        assert_int_equal(guard_open_leased(path, true, strlen(top), &fd), -ELOOP);
+        assert_int_equal(guard_open_leased(path, false, strlen(top), &fd), -ELOOP);
+        assert_int_equal(fd, -1);
+        /* A path that climbs out is no path below the folder. */
+        snprintf(path, sizeof path, "%s/user.old/../user.old/image.vhdx", top);
+        assert_int_equal(guard_open_leased(path, false, strlen(top), &fd), -EINVAL);
+        assert_int_equal(fd, -1);
 }
 
 static int scratch_setup(void **state) {
@@ -532,7 +585,8 @@ int main(void) {
                 cmocka_unit_test(test_lease_listed),
                 cmocka_unit_test(test_write_leased_elsewhere_is_undisturbed),
                 cmocka_unit_test(test_read_leased_elsewhere_is_undisturbed),
-                cmocka_unit_test(test_no_follow_refuses_symlink),
+                cmocka_unit_test(test_beneath_refuses_symlink),
+                cmocka_unit_test(test_beneath_refuses_symlinked_subfolder),
         };
         return prerequisite_exit(cmocka_run_group_tests(tests, scratch_setup, scratch_dir_teardown));
 }

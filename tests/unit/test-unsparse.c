@@ -81,7 +81,7 @@ static void test_fills_every_hole(void **state) {
         snprintf(path, sizeof path, "%s/img", f->dir);
         make_sparse(path, 8 * MiB);
         assert_int_equal(allocated(path), 4 * MiB);
-        assert_int_equal(unsparse_file(path, false, NULL), 0);
+        assert_int_equal(unsparse_file(path, 0, NULL), 0);
         assert_int_equal(allocated(path), 8 * MiB);
 }
 
@@ -103,7 +103,7 @@ static void test_out_of_space_rolls_back(void **state) {
         close(fd);
         before = allocated(path);
 
-        assert_int_equal(unsparse_file(path, false, NULL), -ENOSPC);
+        assert_int_equal(unsparse_file(path, 0, NULL), -ENOSPC);
         assert_int_equal(allocated(path), before);
 }
 
@@ -121,7 +121,7 @@ static void test_busy_when_open_elsewhere(void **state) {
         make_sparse(path, 4 * MiB);
         before = allocated(path);
         fd = open(path, O_RDONLY);
-        assert_int_equal(unsparse_file(path, false, NULL), -EBUSY);
+        assert_int_equal(unsparse_file(path, 0, NULL), -EBUSY);
         close(fd);
         assert_int_equal(allocated(path), before);
 }
@@ -139,7 +139,7 @@ static void test_cancel_changes_nothing(void **state) {
         snprintf(path, sizeof path, "%s/img", f->dir);
         make_sparse(path, 4 * MiB);
         before = allocated(path);
-        assert_int_equal(unsparse_file(path, false, &cancel), -ECANCELED);
+        assert_int_equal(unsparse_file(path, 0, &cancel), -ECANCELED);
         assert_int_equal(allocated(path), before);
 }
 
