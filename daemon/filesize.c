@@ -10,7 +10,7 @@
 
 #include "filesize.h"
 #include "macro.h"
-#include "manager.h"     /* worker_spawn() */
+#include "thread.h"
 
 /* Below this many paths one thread is quicker than starting two. */
 #define FILESIZE_SPLIT_MIN 512
@@ -125,7 +125,7 @@ int filesize_query_start(sd_event *event, char *const *paths, size_t n, filesize
                 q->slices[i] = (FileSizeSlice) { .query = q, .begin = n * i / q->n_slices,
                                                  .end = n * (i + 1) / q->n_slices };
         for (size_t i = 0; i < q->n_slices; i++) {
-                r = worker_spawn(&q->slices[i].thread, filesize_thread, &q->slices[i]);
+                r = thread_spawn(&q->slices[i].thread, filesize_thread, &q->slices[i]);
                 q->slices[i].started = r >= 0;
                 if (r < 0) {
                         /* The slices that started still end and count down;

@@ -11,6 +11,7 @@
 #include "image.h"
 #include "log.h"
 #include "manager.h"
+#include "thread.h"
 #include "watch.h"
 
 /* Reading an image's format and virtual size, for status before its first
@@ -154,7 +155,7 @@ static void probe_start(Manager *m, Probe *p) {
         int r;
 
         p->running = true;
-        r = worker_spawn(&p->thread, probe_thread, p);
+        r = thread_spawn(&p->thread, probe_thread, p);
         if (r < 0) {
                 log_warning_errno(r, "%s: cannot start the thread that reads its format: %m", p->path);
                 p->running = false;

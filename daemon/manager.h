@@ -315,8 +315,6 @@ uint64_t usec_now(clockid_t clock);
 int worker_setup(Manager *m);
 /* Wakes the loop's worker eventfd (from any thread). */
 void worker_wake(Manager *m);
-/* Starts a thread that takes no signals (the loop handles them). */
-int worker_spawn(pthread_t *thread, void *(*fn)(void *), void *arg);
 void worker_done(Manager *m);
 /* Starts queued jobs while the limits allow. */
 void worker_dispatch(Manager *m);

@@ -2,7 +2,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -13,6 +12,7 @@
 #include "log.h"
 #include "manager.h"
 #include "schedule.h"
+#include "thread.h"
 #include "unsparse.h"
 
 /* Passes and trims run on their own threads, one per running job, so the
@@ -101,18 +101,6 @@ static void *job_thread(void *userdata) {
         return NULL;
 }
 
-int worker_spawn(pthread_t *thread, void *(*fn)(void *), void *arg) {
-        sigset_t all, old;
-        int r;
-
-        /* The threads take no signals: the loop handles them through signalfd. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_BLOCK, &all, &old);
-        r = -pthread_create(thread, NULL, fn, arg);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        return r;
-}
-
 static int job_start(Manager *m, Job *j) {
         int r;
 
@@ -128,7 +116,7 @@ static int job_start(Manager *m, Job *j) {
         } else if (j->kind == JOB_TRIM)
                 m->trim_running = true;
 
-        r = worker_spawn(&j->thread, job_thread, j);
+        r = thread_spawn(&j->thread, job_thread, j);
         if (r < 0) {
                 log_error_errno(r, "cannot start a worker thread: %m");
                 if (j->kind == JOB_RECLAIM) {
