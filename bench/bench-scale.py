@@ -300,7 +300,7 @@ def main():
             t = time.perf_counter()
             subprocess.run([ctl, "--socket", d.sock, "--json", "status"], check=True, capture_output=True)
             times.append((time.perf_counter() - t) * 1000)
-        res["ctl_status_json_ms"] = {"median": round(statistics.median(times), 1), "max": round(max(times), 1)}
+        res["ctl_status_json_ms_passes_running"] = {"median": round(statistics.median(times), 1), "max": round(max(times), 1)}
         res["rss_kib_end"] = rss_kib(d.proc.pid)
         d.stop()
 
@@ -321,6 +321,15 @@ def main():
         res["idle_seconds"] = args.idle_seconds
         res["idle_read_bytes"] = proc_io(d.proc.pid)["read_bytes"] - io0["read_bytes"]
         res["rss_kib_restarted"] = rss_kib(d.proc.pid)
+        # The status latency at rest (no pass running or queued), after the
+        # idle window so that its calls do not count as wake-ups there.
+        times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            subprocess.run([ctl, "--socket", d.sock, "--json", "status"], check=True, capture_output=True)
+            times.append((time.perf_counter() - t) * 1000)
+        res["ctl_status_json_ms_at_rest"] = {"median": round(statistics.median(times), 1),
+                                             "min": round(min(times), 1), "max": round(max(times), 1)}
         d.stop()
     finally:
         if d and d.alive():
