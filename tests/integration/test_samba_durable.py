@@ -15,8 +15,10 @@ versions: 1 on a batch oplock, 2 on a read-write-handle lease (what Windows
 asks for). The tests show that the reconnect works when nothing happens,
 that Samba refuses it after a change on the host (even a read that moves
 atime), that with the daemon watching, a pass that is due waits for the
-reconnect and runs after the client is done, and (negative control) what
-happens with idleDelay=0."""
+reconnect and runs after the client is done, and so does the estimate of a
+watch-only image; that a daemon restarted while the client is away leaves
+the file as it is (its probe and its passes read without moving atime, or
+not at all); and (negative control) what happens with idleDelay=0."""
 
 import hashlib
 import json
@@ -101,10 +103,46 @@ def ctl_json(d, *args):
     return json.loads(p.stdout)
 
 
-def watch_config(tmp, share, **reclaim):
+def watch_config(tmp, share, watch="", **reclaim):
+    """watch: more lines of the [watch] section (sparse=false: watch-only)."""
     r = {"discard": "safe"}
     r.update(reclaim)
-    return config(tmp, reclaim=r, extra=f"\n[watch.{WATCH}]\ndir={share}\npattern=*.vhdx\n")
+    return config(tmp, reclaim=r, extra=f"\n[watch.{WATCH}]\ndir={share}\npattern=*.vhdx\n{watch}")
+
+
+def copy_in(tmp, image):
+    """The standard image (tmp/orig.vhdx) copied to image and flushed: the
+    writeback of a fresh copy may allocate an extent tree block later, and
+    st_blocks, which smbd compares, moves with it (seen: 81920 -> 81928
+    blocks), whenever the kernel gets to it, in a client's window too."""
+    shutil.copyfile(standard_image(os.path.join(tmp, "orig.vhdx")), image)
+    fd = os.open(image, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return image
+
+
+def age_atime(path):
+    """atime 10 s before mtime, as after a write: a plain read then moves it
+    (relatime), and so would make smbd refuse a reconnect."""
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_mtime_ns - 10**10, st.st_mtime_ns))
+
+
+def hold_window(d, name, start, passes):
+    """Watches the disk until WINDOW after start (the client is away).
+    Returns the states seen and, if its pass count moved from passes, what
+    ran when: "" when nothing did."""
+    states, ran = set(), ""
+    while time.monotonic() < start + WINDOW:
+        x = d.disk(name)
+        states.add(x["state"])
+        if x["passes"] != passes and not ran:
+            ran = f"a pass ran {time.monotonic() - start:.1f}s after the disconnect: {x}"
+        time.sleep(0.1)
+    return states, ran
 
 
 def debug_daemon(tmp, conf):
@@ -173,8 +211,7 @@ def test_reconnect_refused_after_change(tmp):
     with Samba(tmp, share, extra=DURABLE_CONF) as samba:
         for version in (1, 2):
             for what, change in changes.items():
-                st = os.stat(path)
-                os.utime(path, ns=(st.st_mtime_ns - 10**10, st.st_mtime_ns))
+                age_atime(path)
                 c, r = durable_open(samba, "plain.bin", version)
                 disconnect(c, path)
                 before = stat_of(path)
@@ -207,9 +244,7 @@ def test_reconnect_refused_after_change(tmp):
 def test_no_pass_while_disconnected(tmp):
     share = os.path.join(tmp, "share")
     os.mkdir(share)
-    orig = standard_image(os.path.join(tmp, "orig.vhdx"))
-    image = os.path.join(share, "user1.vhdx")
-    shutil.copyfile(orig, image)
+    image = copy_in(tmp, os.path.join(share, "user1.vhdx"))
     name = f"{WATCH}/user1.vhdx"
     # Periodic passes every 2 s (so one is due within the window) and no
     # random delay; idleDelay longer than the window.
@@ -231,12 +266,8 @@ def test_no_pass_while_disconnected(tmp):
         # Due, but for the close: its ctime is older than idleDelay, and a
         # periodic pass comes every 2 s.
         assert st["ctime"] / 1e9 + IDLE < closed_at, "the image changed too recently: the test proves nothing"
-        states = set()
-        while time.monotonic() < start + WINDOW:
-            x = d.disk(name)
-            states.add(x["state"])
-            assert x["passes"] == 1, f"a pass ran {time.monotonic() - start:.1f}s after the disconnect: {x}"
-            time.sleep(0.1)
+        states, ran = hold_window(d, name, start, 1)
+        assert not ran, ran
         assert states == {"idle"}, f"a pass was queued or ran in the window: {states}"
         status = ctl_json(d, "status", name)
         assert len(status) == 1 and status[0]["passes"] == 1, status
@@ -247,7 +278,9 @@ def test_no_pass_while_disconnected(tmp):
         # It waits for idleDelay after the close (the timer's accuracy is 1 s).
         next_after_close = status[0]["next_pass"] / 1e6 - closed_at
         assert next_after_close >= IDLE - 1, f"the next pass is {next_after_close:.1f}s after the close"
-        assert stat_of(image) == st and sha256(image) == digest, "the image changed in the window"
+        now = stat_of(image)
+        assert now == st and sha256(image) == digest, \
+            f"the image changed in the window: {', '.join(f'{k} {st[k]} -> {now[k]}' for k in st if now[k] != st[k])}"
         # The client comes back: its handle is still there.
         c2, r2 = reconnect(samba, "user1.vhdx", r["handle"])
         with c2:
@@ -277,6 +310,178 @@ def test_no_pass_while_disconnected(tmp):
           f"{x['reclaimed_last'] // MiB} MiB")
 
 
+def test_no_estimate_while_disconnected(tmp):
+    """A watch-only image (sparse=false) is never modified, only estimated;
+    but an estimate opens and reads it, and one that ran right after smbd's
+    close, reading without O_NOATIME, cost the client its handle. The
+    client holds the image before the daemon starts (so no estimate can run
+    before it opens), writes nothing, and drops while an estimate is due:
+    none runs in the window, nothing of the file's stat moves, the reconnect
+    works, and the estimate runs idleDelay after the client is done."""
+    # Longer than the window by more than the reconnect takes on a loaded
+    # machine (an impacket process to start, a few seconds at worst).
+    idle = WINDOW + 6
+    share = os.path.join(tmp, "share")
+    os.mkdir(share)
+    image = os.path.join(share, "user1.vhdx")
+    copy_in(tmp, image)
+    name = f"{WATCH}/user1.vhdx"
+    with Samba(tmp, share, extra=DURABLE_CONF) as samba:
+        c, r = durable_open(samba, "user1.vhdx", 2)
+        # An estimate every 2 s (so one is due within the window), no
+        # random delay; idleDelay longer than the window.
+        d = debug_daemon(tmp, watch_config(tmp, share, watch="sparse=false\n", interval="2s",
+                                           idleDelay=f"{idle}s")).start()
+        d.wait_probed(name)
+        # After the daemon's probe: from now on any read but an O_NOATIME
+        # one moves atime. It changes ctime, which the estimate waits
+        # idleDelay for: the drop comes after that, when only the close
+        # holds the estimate back.
+        age_atime(image)
+        aged = time.time()
+        x = wait_for(lambda: (lambda x: x if x["passes"] >= 1 and time.time() > aged + idle else None)(d.disk(name)),
+                     idle + 10, 0.1, what="an estimate to come due while the client holds the image")
+        # Due, and the image held: skipped, the client keeps its lease.
+        assert x["state"] == "watch-only" and x["last_result"] == "skipped-in-use", x
+        passes, history = x["passes"], len(d.history(name))
+        log_at = len(d.read_log())
+        start, closed_at, took = disconnect(c, image)
+        st = stat_of(image)
+        assert st["atime"] < st["mtime"], f"a read would not move atime: the test proves less than it says: {st}"
+        states, ran = hold_window(d, name, start, passes)
+        wrong = [ran] if ran else []
+        if len(d.history(name)) != history:
+            wrong.append(f"an estimate ran in the window: {d.history(name)[history:]}")
+        moved = sorted(k for k, v in stat_of(image).items() if v != st[k])
+        if moved:
+            wrong.append(f"{', '.join(moved)} changed in the window")
+        # The reconnect before any verdict, so that a failure says what it cost.
+        c2, r2 = reconnect(samba, "user1.vhdx", r["handle"])
+        with c2:
+            if not r2["ok"]:
+                wrong.append(f"reconnect refused after {time.monotonic() - start:.1f}s: {r2['status']} {r2['error']}")
+            assert not wrong, "; ".join(wrong)
+            assert states == {"watch-only"}, states
+            deferred = [line for line in d.read_log()[log_at:].splitlines() if "periodic pass waits" in line]
+            assert deferred, "no estimate came due in the window: the test proves nothing"
+            status = ctl_json(d, "status", name)
+            next_after_close = status[0]["next_pass"] / 1e6 - closed_at
+            assert next_after_close >= idle - 1, f"the next estimate is {next_after_close:.1f}s after the close"
+            assert r2["file_id"][:16] == r["file_id"][:16], (r, r2)
+            assert c2.close_file()["ok"]
+        signed_out = time.time()
+        reconnected_after = r2["at"] - closed_at
+    # Not vacuous: the estimate that waited runs once the client is gone
+    # for idleDelay, and reads the image without moving its atime. (Its
+    # time, not a pass count read after the reconnect, says that none ran
+    # before: the status calls take a while on a loaded machine.)
+    x = d.wait_passes(name, passes + 1, timeout=idle + 15)
+    h = d.history(name)[history]
+    after = h["start"] / 1e6 - signed_out
+    assert after >= idle - 1, f"an estimate came {h['start'] / 1e6 - closed_at:.1f}s after smbd's close and " \
+        f"{after:.1f}s after the client closed, before idleDelay (reconnect {reconnected_after:.1f}s after the close)"
+    status = ctl_json(d, "status", name)[0]
+    assert h["result"] == "success" and status["last_result"] == "success" and status["last_dry_run"], (h, status)
+    assert x["reclaimable"] > 0, x
+    assert stat_of(image) == st, f"the estimate changed the image's stat: {st} -> {stat_of(image)}"
+    d.stop()
+    print(f"     watch-only, idleDelay {idle}s: smbd closed the file {took * 1000:.0f} ms after the drop; in "
+          f"the window {WINDOW}s: passes {passes}, history {history} lines, {len(deferred)} estimate(s) deferred, "
+          f"next {next_after_close:.1f}s after the close; stat ({', '.join(st)}) unchanged; reconnect "
+          f"{reconnected_after:.1f}s after the drop: ok in {r2['secs'] * 1000:.0f} ms; estimate {after:.1f}s "
+          f"after the client closed: {h['result']} (dry run), would reclaim {x['reclaimable'] // MiB} MiB, "
+          f"atime still unchanged")
+
+
+def test_restart_while_disconnected(tmp):
+    """The daemon restarts while the client is away (an upgrade, a crash):
+    the new process saw no close, and looks at every image it finds. Twice:
+    with the image as the daemon's last pass left it (the restart's probe
+    does not open it, and the periodic pass, due at once, finds it
+    unchanged), then after the client wrote to it (the probe reads its
+    header again, without moving atime, and the pass waits idleDelay after
+    the write). Either way nothing of the file's stat moves in the window,
+    and the reconnect works."""
+    share = os.path.join(tmp, "share")
+    os.mkdir(share)
+    image = os.path.join(share, "user1.vhdx")
+    name = f"{WATCH}/user1.vhdx"
+    copy_in(tmp, image)
+    d = debug_daemon(tmp, watch_config(tmp, share, interval="2s", idleDelay=f"{IDLE}s")).start()
+    d.wait_probed(name)
+    # Any read but an O_NOATIME one moves atime from now on; the pass
+    # reads with it, and its punches move mtime on.
+    age_atime(image)
+    d.reclaim(name)
+    x = d.wait_passes(name, 1, timeout=20)
+    assert x["last_result"] == "success" and x["reclaimed_last"] > 0, x
+
+    def away(samba, c, r, what):
+        """Drops c's connection, restarts the daemon at once (state kept),
+        watches the file for the rest of the window and reconnects r's
+        handle. Returns the new client, its answer and what was seen."""
+        start, closed_at, took = disconnect(c, image)
+        st = stat_of(image)
+        history, log_at = len(d.history(name)), len(d.read_log())
+        t0 = time.monotonic()
+        stop_took = d.stop()
+        d.start()
+        restarted = time.monotonic() - t0
+        d.wait_probed(name)
+        wrong = []
+        while time.monotonic() < start + WINDOW:
+            moved = sorted(k for k, v in stat_of(image).items() if v != st[k])
+            if moved and not wrong:
+                wrong.append(f"{', '.join(moved)} changed {time.monotonic() - start:.1f}s after the disconnect "
+                             f"({time.monotonic() - t0:.1f}s after the restart)")
+            time.sleep(0.1)
+        new = d.history(name)[history:]
+        if not all(e["result"] == "nothing-to-do" and "unchanged since" in e["message"] for e in new):
+            wrong.append(f"a pass after the restart did more than find the image unchanged: {new}")
+        c2, r2 = reconnect(samba, "user1.vhdx", r["handle"])
+        if not r2["ok"]:
+            wrong.append(f"reconnect refused after {time.monotonic() - start:.1f}s: {r2['status']} {r2['error']}")
+        if wrong:
+            c2.quit()
+            raise AssertionError(f"{what}: " + "; ".join(wrong))
+        assert r2["file_id"][:16] == r["file_id"][:16], (r, r2)
+        deferred = [line for line in d.read_log()[log_at:].splitlines() if "periodic pass waits" in line]
+        print(f"     {what}: smbd closed the file {took * 1000:.0f} ms after the drop; daemon stopped in "
+              f"{stop_took:.2f}s, restarted in {restarted:.2f}s; after it {len(new)} pass(es) "
+              f"({'; '.join(sorted({e['result'] + ': ' + e['message'] for e in new})) or 'none'}), "
+              f"{len(deferred)} deferred; stat ({', '.join(st)}) unchanged, atime "
+              f"{(st['mtime'] - st['atime']) / 1e9:.1f}s behind mtime; reconnect {r2['at'] - closed_at:.1f}s "
+              f"after the drop: ok in {r2['secs'] * 1000:.0f} ms")
+        return c2, r2, new, deferred
+
+    with Samba(tmp, share, extra=DURABLE_CONF) as samba:
+        c, r = durable_open(samba, "user1.vhdx", 2)
+        st = stat_of(image)
+        assert st["atime"] < st["mtime"], f"the daemon's reads moved atime (no O_NOATIME?): {st}"
+        c, r, new, _ = away(samba, c, r, "unchanged since the pass")
+        assert new, "no periodic pass came due after the restart: the test proves nothing"
+        with c:
+            # The user works: a write where a block of data is. Through a
+            # handle closed before the next durable open: Samba 4.17 refuses
+            # to reconnect a handle that wrote by itself, however long
+            # before the drop ("st_ex_btime differs", with both times equal
+            # to the microsecond), daemon or not.
+            off = vhdxtool.Vhdx.open(image).virtual_to_file(64 * 1024)
+            assert c.write(off, b"\x33" * 65536)["ok"]
+            assert c.close_file()["ok"]
+        c, r = durable_open(samba, "user1.vhdx", 2)
+        st = stat_of(image)
+        assert st["atime"] < st["mtime"], f"the write did not move mtime past atime: {st}"
+        c, r, new, deferred = away(samba, c, r, "written by the client")
+        with c:
+            assert deferred, "no periodic pass came due after the restart: the test proves nothing"
+            assert bytes.fromhex(c.read(off, 4)["hex"]) == b"\x33" * 4
+            assert c.close_file()["ok"]
+    d.stop()
+    run("qemu-io", "-f", "vhdx", "-c", "read -P 0x33 64K 64K", "-c", "read -P 0xab 128K 64K", image)
+    run("qemu-img", "check", "-q", "-f", "vhdx", image)
+
+
 def test_idle_delay_zero(tmp):
     """Negative control: with idleDelay=0 the close of the dropped handle
     starts a pass at once, which changes the image, and smbd then refuses
@@ -284,7 +489,7 @@ def test_idle_delay_zero(tmp):
     share = os.path.join(tmp, "share")
     os.mkdir(share)
     image = os.path.join(share, "user1.vhdx")
-    shutil.copyfile(standard_image(os.path.join(tmp, "orig.vhdx")), image)
+    copy_in(tmp, image)
     name = f"{WATCH}/user1.vhdx"
     d = Daemon(tmp, watch_config(tmp, share, idleDelay="0")).start()
     with Samba(tmp, share, extra=DURABLE_CONF) as samba:
@@ -314,4 +519,4 @@ if __name__ == "__main__":
     require_samba()
     require_impacket()
     main([test_reconnect_baseline, test_reconnect_refused_after_change, test_no_pass_while_disconnected,
-          test_idle_delay_zero])
+          test_no_estimate_while_disconnected, test_restart_while_disconnected, test_idle_delay_zero])
