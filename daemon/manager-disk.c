@@ -171,7 +171,11 @@ int manager_add_disk(Manager *m, const char *name, const char *path, const char 
         d = calloc(1, sizeof *d);
         if (!d)
                 return -ENOMEM;
-        *d = (Disk) { .manager = m, .config_sparse = sparse, .settings = *settings, .seq = m->next_disk_seq++ };
+        /* A close before we watched was not seen: it counts as now, so that
+         * a periodic pass waits idleDelay after a start or a discovery (smbd
+         * may hold a disconnected durable handle across our restart). */
+        *d = (Disk) { .manager = m, .config_sparse = sparse, .settings = *settings, .seq = m->next_disk_seq++,
+                      .last_close = usec_now(CLOCK_BOOTTIME) };
         disk_record_init(&d->record);
         d->name = strdup(name);
         d->path = strdup(path);

@@ -137,9 +137,18 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
         free(j->path);
         j->path = strdup(d->path);
         pass_options_done(&j->options);
-        /* Asked for by a person: the whole image, whatever it was before. */
-        if (j->trigger != TRIGGER_MANUAL && !dry_run && d->record.have_fingerprint)
+        /* The fingerprint is of a complete round (resume 0: the shortcut for
+         * an unchanged image, never for a person's request) or of the pass
+         * that stopped at the resume point (which holds only while the
+         * image is unchanged since). A resume point without one (a skipped
+         * or failed pass since, an older state file) is not trusted. */
+        bool resume = !dry_run && d->record.resume_offset > 0 && d->record.have_fingerprint;
+        bool shortcut = j->trigger != TRIGGER_MANUAL && !dry_run && d->record.resume_offset == 0 &&
+                        d->record.have_fingerprint;
+        if (shortcut)
                 j->unchanged_since = d->record.fingerprint;
+        if (resume)
+                j->resume_since = d->record.fingerprint;
         j->options = (PassOptions) {
                 .discard = discard,
                 .format = d->settings.format,
@@ -149,14 +158,14 @@ void manager_prepare_reclaim(Manager *m, Job *j) {
                 .min_reclaim = j->trigger == TRIGGER_MANUAL ? 0 : d->settings.min_reclaim,
                 .io_limit = d->settings.io_limit,
                 .max_pass_usec = d->settings.max_pass_time_usec,
-                .resume_offset = dry_run ? 0 : d->record.resume_offset,
+                .resume_offset = resume ? d->record.resume_offset : 0,
+                .resume_since = resume ? &j->resume_since : NULL,
                 .compact = j->compact_request || d->settings.compact,
                 .beneath = d->beneath,
                 /* Only the free tier looks for differencing children; the
                  * list copies every other image's path (O(images) a pass). */
                 .related_images = discard == DISCARD_FREE ? related_images(m, d) : NULL,
-                .unchanged_since = j->trigger != TRIGGER_MANUAL && !dry_run && d->record.have_fingerprint
-                                           ? &j->unchanged_since : NULL,
+                .unchanged_since = shortcut ? &j->unchanged_since : NULL,
         };
         /* A copy: a reload may free the configuration while the pass runs.
          * Without it (out of memory) no mount counts as declared local. */

@@ -113,6 +113,7 @@ struct Job {
         char *path;
         PassOptions options;
         Fingerprint unchanged_since;    /* options.unchanged_since points here */
+        Fingerprint resume_since;       /* options.resume_since points here */
         char **local_mounts;    /* options.local_mounts points here */
         size_t n_local_mounts;
         uint64_t start_realtime;

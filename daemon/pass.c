@@ -495,6 +495,19 @@ static bool pass_unchanged(PassState *s) {
         return true;
 }
 
+/* The image is as the pass that stopped at resume_offset left it: resuming
+ * there skips nothing that changed. Settings aside: where the zero tier got
+ * to holds whatever the discard mode. */
+static bool pass_resume_holds(PassState *s) {
+        const Fingerprint *was = s->o->resume_since;
+        Fingerprint now = {};
+
+        if (!was || s->o->resume_offset == 0)
+                return true;
+        now.settings = was->settings;
+        return fingerprint_take(s->fd, was->vhdx, &now) >= 0 && fingerprint_equal(was, &now);
+}
+
 /* A pass that judged the whole image: the next one may start from here. */
 static bool pass_judged_all(const PassState *s) {
         const PassReport *rep = s->rep;
@@ -502,6 +515,15 @@ static bool pass_judged_all(const PassState *s) {
         return !s->o->dry_run && rep->format_known && rep->resume_offset == 0 &&
                (rep->result == PASS_SUCCESS || rep->result == PASS_NOTHING_TO_DO ||
                 rep->result == PASS_SKIPPED_THRESHOLD);
+}
+
+/* A pass that stopped on its way (maxPassTime, cancel, shutdown, an opener)
+ * and says where the next one resumes. */
+static bool pass_stopped_midway(const PassState *s) {
+        const PassReport *rep = s->rep;
+
+        return !s->o->dry_run && rep->format_known && rep->resume_offset > 0 &&
+               !pass_result_is_failure(rep->result);
 }
 
 /* An image that was not parsed (skipped or refused) still has a format by
@@ -544,6 +566,7 @@ static bool fd_on_device(int fd, dev_t dev) {
 
 static void pass_open_and_run(PassState *s, const char *path) {
         const PassOptions *o = s->o;
+        PassOptions from_start;         /* o, resumed from 0 when the image changed since the stop */
         PassReport *rep = s->rep;
         _cleanup_close_ int fd = -1;
         _cleanup_free_ char *error = NULL;
@@ -594,6 +617,12 @@ static void pass_open_and_run(PassState *s, const char *path) {
                 guard_release(fd);
                 return;
         }
+        if (r >= 0 && !pass_resume_holds(s)) {
+                from_start = *o;
+                from_start.resume_offset = 0;
+                s->o = o = &from_start;
+                rep->resume_offset = 0;
+        }
         if (r >= 0)
                 r = image_open(fd, path, o->format, &img, &error);
         if (r < 0) {
@@ -622,25 +651,27 @@ static void pass_open_and_run(PassState *s, const char *path) {
                 image_free(img);
         }
 
-        /* An opener waiting on a broken lease gets it first: what was
-         * punched is in the page cache already, so it sees the same bytes
-         * whether or not they are on disk yet. */
-        bool broken = guard_lease_broken(fd);
-        if (broken)
-                guard_release(fd);
-        if (!o->dry_run && rep->stale_bytes + rep->zero_bytes + rep->free_bytes > 0 && fsync(fd) < 0 &&
-            !pass_result_is_failure(rep->result))
-                pass_report_set(rep, PASS_ERROR, "fsync: %s", strerror(errno));
         /* Still under the lease, after our own punches and header updates
          * (their ctime, allocated bytes and sequence numbers): an opener
-         * waits for the release, so nothing else is in it. */
-        if (!broken && pass_judged_all(s)) {
+         * waits for the release, so nothing else is in it. Taken before an
+         * opener waiting on a broken lease goes on (an fstat and two
+         * 32-byte reads): whatever it does next then shows as a change. */
+        bool broken = guard_lease_broken(fd);
+        if (pass_judged_all(s) || pass_stopped_midway(s)) {
                 rep->fingerprint = (Fingerprint) {
                         .settings = options_settings(o, rep->result == PASS_SKIPPED_THRESHOLD ? o->min_reclaim : 0),
                 };
                 rep->have_fingerprint =
                         fingerprint_take(fd, rep->format == IMAGE_FORMAT_VHDX, &rep->fingerprint) >= 0;
         }
+        /* An opener waiting on a broken lease gets it first: what was
+         * punched is in the page cache already, so it sees the same bytes
+         * whether or not they are on disk yet. */
+        if (broken)
+                guard_release(fd);
+        if (!o->dry_run && rep->stale_bytes + rep->zero_bytes + rep->free_bytes > 0 && fsync(fd) < 0 &&
+            !pass_result_is_failure(rep->result))
+                pass_report_set(rep, PASS_ERROR, "fsync: %s", strerror(errno));
         guard_release(fd);
         if (allocated_bytes(fd, &rep->allocated_after) < 0)
                 rep->allocated_after = rep->allocated_before;

@@ -62,6 +62,12 @@ typedef struct PassOptions {
          * pass). When it is unchanged, the pass ends as nothing-to-do
          * without reading the image's data. */
         const Fingerprint *unchanged_since;
+        /* With resume_offset: the image as the pass that stopped there left
+         * it. Resuming skips what that pass read, which only holds while the
+         * image is unchanged since; otherwise the zero tier starts from the
+         * beginning (a user who opened the image mid-pass may have freed
+         * space there). NULL: resume_offset is taken as it is. */
+        const Fingerprint *resume_since;
 } PassOptions;
 
 typedef struct PassReport {
@@ -84,8 +90,9 @@ typedef struct PassReport {
                                          * is complete; the starting point when it never got there */
         bool dry_run;
         /* The image as this pass left it, taken under the lease, when the
-         * pass judged the whole image (a round complete, nothing stopped it):
-         * what the next pass's unchanged_since can be. */
+         * pass judged the whole image (a round complete: what the next
+         * pass's unchanged_since can be) or stopped at resume_offset (what
+         * the next pass's resume_since can be). */
         bool have_fingerprint;
         Fingerprint fingerprint;
         bool unchanged;                 /* ended early: unchanged_since matched */

@@ -221,7 +221,28 @@ def test_restart_opens_nothing_unchanged(tmp):
     d.stop()
 
 
+def test_restart_waits_idle_delay(tmp):
+    """After a start the daemon has not seen who closed the image when: smbd
+    may hold a disconnected durable handle across our restart. The first
+    periodic pass waits idleDelay from the start, even for an image whose
+    last change is long past (our own pass's)."""
+    idle = 4
+    a = standard_image(os.path.join(tmp, "a.vhdx"))
+    d = Daemon(tmp, config(tmp, [("a", a)])).start()
+    d.reclaim("a")
+    wait_pass(d, "a", 1)
+    d.stop()
+    d.write_config(config(tmp, [("a", a)], reclaim={"interval": "1s", "randomizedDelay": "0",
+                                                    "idleDelay": f"{idle}s"}))
+    started = time.time()
+    d.start()
+    x = d.wait_passes("a", 2, timeout=idle * 4)
+    assert x["last_pass"] >= (started + idle - 0.3) * 10**6, (started, x)
+    d.stop()
+
+
 if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl", "cmp")
     main([test_unchanged_images_are_not_read, test_old_state_file_means_changed,
-          test_no_periodic_pass_within_idle_delay, test_restart_opens_nothing_unchanged])
+          test_no_periodic_pass_within_idle_delay, test_restart_opens_nothing_unchanged,
+          test_restart_waits_idle_delay])

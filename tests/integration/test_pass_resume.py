@@ -10,7 +10,8 @@ it stops early (issue 9 bug 1, issue 10 item 2):
   time of one read at ioLimit, not two);
 - a cancelled pass, and one stopped by SIGTERM, say `cancelled` (history,
   status) and keep where they got to: the next pass starts there, after a
-  restart too.
+  restart too, unless the image changed since the stop: then it starts
+  from the beginning.
 
 Content is compared with what it was before every time (all zeros)."""
 
@@ -156,6 +157,38 @@ def test_cancel_and_sigterm_keep_resume_point(tmp):
     d.stop()
 
 
+def test_changed_since_stop_starts_over(tmp):
+    """A pass stopped at X (here a cancel; in use, an opener's lease
+    break), then the image is written below X (a user signs in, writes and
+    frees): the next pass must read from the start, or the zeros below X
+    stay allocated while status says the round is done (a new user's trial
+    found 32 MiB left so, and later periodic passes then skipped the image
+    as unchanged)."""
+    size = 192 * MiB
+    img = zero_image(os.path.join(tmp, "zero.img"), size)
+    d = Daemon(tmp, config(tmp, [("z", img)], reclaim={"ioLimit": "32M"})).start()
+    job = d.reclaim("z")[0]
+    wait_for(lambda: d.disk("z")["job_done"] >= 48 * MiB, 15, what="the pass to get past 48 MiB")
+    d.call("Cancel", "t", job)
+    x = d.wait_passes("z", 1)
+    assert x["last_result"] == "cancelled", x
+    stop = resume_offset(d, "z")
+    assert stop is not None and stop >= 32 * MiB, stop
+    # Written below the stop: fresh zeros, allocated.
+    with open(img, "r+b") as f:
+        f.write(bytes(16 * MiB))
+        f.flush()
+        os.fsync(f.fileno())
+    d.reclaim("z")
+    wait_for(lambda: d.disk("z")["job_total"] > 0, 10, what="the second pass to start")
+    assert d.disk("z")["job_total"] == size, (d.disk("z"), "the pass resumed at", stop)
+    y = d.wait_passes("z", 2, timeout=30)
+    assert y["last_result"] == "success", y
+    assert allocated(img) == 0 and all_zero(img, size), allocated(img)
+    d.stop()
+
+
 if __name__ == "__main__":
     require_tools("busctl")
-    main([test_scheduled_threshold_round, test_threshold_reads_once, test_cancel_and_sigterm_keep_resume_point])
+    main([test_scheduled_threshold_round, test_threshold_reads_once, test_cancel_and_sigterm_keep_resume_point,
+          test_changed_since_stop_starts_over])
