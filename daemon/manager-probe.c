@@ -138,6 +138,13 @@ static void probe_apply(Manager *m, Probe *p) {
         } else {
                 d->missing = false;
                 disk_set_real_path(d, TAKE_PTR(p->real_path));
+                /* Changed since our last pass while nobody watched (a
+                 * restart after a wave of logoffs): the idle pass its
+                 * writer's close would have brought, idleDelay from now. */
+                if (p->have_known && !p->unchanged && !d->written) {
+                        d->written = true;
+                        (void) watch_arm_idle(d);
+                }
                 /* Unchanged: the record's format and virtual size stand. */
                 if (!p->unchanged && p->error >= 0) {
                         d->record.format = (int) p->format;

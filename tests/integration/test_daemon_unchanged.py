@@ -241,8 +241,35 @@ def test_restart_waits_idle_delay(tmp):
     d.stop()
 
 
+def test_written_while_down_passes_after_idle_delay(tmp):
+    """An image written while the daemon was down (a restart after a wave of
+    logoffs, whose idle passes were waiting): its pass follows idleDelay
+    after the start, not the next periodic slot a day later; one nobody
+    touched waits for its slot."""
+    a = raw_image(os.path.join(tmp, "a.img"))
+    b = raw_image(os.path.join(tmp, "b.img"))
+    d = Daemon(tmp, config(tmp, [("a", a, "format=raw"), ("b", b, "format=raw")])).start()
+    for name in ("a", "b"):
+        d.reclaim(name)
+        wait_pass(d, name, 1)
+    d.stop()
+    with open(a, "r+b") as f:           # a user's session: writes zeros over data
+        f.seek(40 * MiB)
+        f.write(bytes(2 * MiB))
+    d.write_config(config(tmp, [("a", a, "format=raw"), ("b", b, "format=raw")],
+                          reclaim={"interval": "1d", "randomizedDelay": "0", "idleDelay": "2s"}))
+    started = time.time()
+    d.start()
+    e = wait_pass(d, "a", 2, timeout=15)
+    assert e["result"] == "success" and e["reclaimed"] >= 2 * MiB, e
+    assert e["start"] >= (started + 2 - 0.3) * 10**6, (started, e)
+    time.sleep(1)
+    assert len(d.history("b")) == 1, d.history("b")
+    d.stop()
+
+
 if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl", "cmp")
     main([test_unchanged_images_are_not_read, test_old_state_file_means_changed,
           test_no_periodic_pass_within_idle_delay, test_restart_opens_nothing_unchanged,
-          test_restart_waits_idle_delay])
+          test_restart_waits_idle_delay, test_written_while_down_passes_after_idle_delay])
