@@ -71,9 +71,12 @@ static void record_pass(Disk *d, const Job *j) {
         DiskRecord *r = &d->record;
         uint64_t found = rep->stale_bytes + rep->zero_bytes + rep->free_bytes;
 
+        /* A pass that did not read the image (skipped in use) knows a
+         * VHDX's format by its name only: the virtual size read before stands. */
         if (rep->format_known) {
+                if (rep->virtual_size > 0 || r->format != (int) rep->format)
+                        r->virtual_size = rep->virtual_size;
                 r->format = (int) rep->format;
-                r->virtual_size = rep->virtual_size;
         }
         if (rep->dry_run) {
                 /* A dry run only measures. */

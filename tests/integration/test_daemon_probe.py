@@ -168,9 +168,26 @@ def test_image_copied_in_is_probed_when_whole(tmp):
     d.stop()
 
 
+def test_skipped_pass_keeps_virtual_size(tmp):
+    """A pass skipped because someone has the image open does not read it:
+    the virtual size read before stands (status showed 0 after it)."""
+    a = os.path.join(tmp, "a.vhdx")
+    run("qemu-img", "create", "-q", "-f", "vhdx", a, "96M")
+    d = Daemon(tmp, config(tmp, [("a", a)])).start()
+    d.wait_probed("a")
+    assert d.disk("a")["virtual_size"] == 96 << 20, d.disk("a")
+    with open(a, "rb"):
+        d.reclaim("a")
+        x = d.wait_passes("a", 1)
+    assert x["last_result"] == "skipped-in-use", x
+    assert x["virtual_size"] == 96 << 20 and x["format"] == "vhdx", x
+    d.stop()
+
+
 if __name__ == "__main__":
     require_tools("qemu-img", "busctl", "fallocate")
     if not CTL or not os.access(CTL, os.X_OK):
         from daemonlib import skip
         skip("VHDRECLAIMCTL is not set to the built client")
-    main([test_hostile_image_probed_off_the_loop, test_image_copied_in_is_probed_when_whole])
+    main([test_hostile_image_probed_off_the_loop, test_image_copied_in_is_probed_when_whole,
+          test_skipped_pass_keeps_virtual_size])
