@@ -108,10 +108,13 @@ static int add_watch_image(Manager *m, const WatchConfig *w, const char *path, b
         if (!name || asprintf(&origin, "watch.%s", w->name) < 0)
                 return -ENOMEM;
         r = manager_add_disk(m, name, path, origin, w->sparse, &w->reclaim, &d);
-        if (r == -EEXIST)
+        if (r == -EEXIST) {
                 /* Disk names ignore case, file names do not: Alice/ and alice/ on the host. */
-                return log_warning_errno(r, "cannot add %s: another image is managed as %s (names of images "
-                                         "ignore case)", path, name);
+                Disk *other = manager_find_disk(m, name);
+
+                return log_warning_errno(r, "cannot add %s: its name %s is already that of %s (names of images "
+                                         "ignore case)", path, name, other ? other->path : "another image");
+        }
         if (r < 0)
                 return log_warning_errno(r, "cannot add %s: %m", path);
         /* No symlink below the folder is followed when the image is opened. */

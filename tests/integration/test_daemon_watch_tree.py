@@ -550,11 +550,32 @@ def test_startup_2000_user_folders(tmp):
           f"({inotify_watches(d.proc.pid)} inotify watches)", flush=True)
 
 
+def test_names_differing_in_case(tmp):
+    """Two files whose names differ only in case (the host's file system
+    keeps both; disk names ignore case): one is managed, and the warning
+    names the other file and the one that has the name (it named the
+    rejected file twice)."""
+    share = os.path.join(tmp, "share")
+    folder = os.path.join(share, user_dir("carol", 1303))
+    os.makedirs(folder)
+    make_vhdx(os.path.join(folder, "Profile_carol.VHDX"), "64M")
+    d = Daemon(tmp, tree_config(share)).start()
+    wait_listed(d, names_of("carol", 1303, odfc=False))
+    kept = d.disk(next(iter(names_of("carol", 1303, odfc=False))))["path"]
+    make_vhdx(os.path.join(folder, "profile_carol.vhdx"), "64M")
+    other = os.path.join(folder, "profile_carol.vhdx")
+    wait_for(lambda: f"cannot add {other}: its name" in d.read_log(), 10, what="the warning")
+    line = next(x for x in d.read_log().splitlines() if f"cannot add {other}" in x)
+    assert f"is already that of {kept}" in line, line
+    assert listed(d) == names_of("carol", 1303, odfc=False), listed(d)
+    d.stop()
+
+
 if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl")
     main([test_fslogix_layout, test_late_user_folders_and_nesting, test_rename_move_and_removal,
           test_symlinked_folder_is_not_followed, test_mount_inside_tree_is_not_crossed,
           test_reload_turns_recursive_on_and_off, test_pass_on_nested_image, test_disk_in_user_folder_stays_a_disk,
           test_missing_share_appears_with_its_tree, test_inotify_watch_limit,
-          test_swapped_folder_unseen_refuses_the_pass,
+          test_swapped_folder_unseen_refuses_the_pass, test_names_differing_in_case,
           test_startup_2000_user_folders])
