@@ -63,6 +63,13 @@ static int queue_pass(Manager *m, Disk *d, JobTrigger trigger, bool dry_run, Dis
                         d->job->trigger = TRIGGER_MANUAL;
                         d->job->dry_run_request = false;
                 }
+                /* A queued dry run becomes the real pass asked for (a real pass
+                 * measures too); it answered a real request as a dry run. */
+                if (!dry_run && d->job->dry_run_request && !d->job->running) {
+                        d->job->dry_run_request = false;
+                        if (trigger == TRIGGER_MANUAL)
+                                d->job->trigger = TRIGGER_MANUAL;
+                }
                 *ret = d->job;
                 return 0;
         }

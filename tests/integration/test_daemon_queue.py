@@ -55,8 +55,28 @@ def test_parallel_per_device_and_queue(tmp):
         shutil.rmtree(shm, ignore_errors=True)
 
 
+def test_real_request_upgrades_queued_dry_run(tmp):
+    """A dry run waiting in the queue, then a real pass asked for: the
+    queued job becomes the real pass (it was answered with the dry run,
+    and nothing was punched)."""
+    paths = {"a1": os.path.join(tmp, "a1.vhdx"), "a2": os.path.join(tmp, "a2.vhdx")}
+    for p in paths.values():
+        standard_image(p)
+    d = Daemon(tmp, config(tmp, list(paths.items()), reclaim={"ioLimit": "4M", "maxParallel": "1"})).start()
+    d.wait_probed(*paths)
+    d.reclaim("a1")
+    wait_for(lambda: d.disk("a1")["state"] == "reclaiming", 10, what="a1's pass to start")
+    dry = d.reclaim("a2", dry_run=True)[0]
+    assert d.disk("a2")["state"] == "queued", d.disk("a2")
+    real = d.reclaim("a2")[0]
+    assert real == dry, (real, dry)            # the same job, now a real pass
+    x = d.wait_passes("a2", 1, timeout=60)
+    assert x["last_result"] == "success" and x["reclaimed_last"] > 0, x   # a dry run reclaims nothing
+    d.stop()
+
+
 if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io", "busctl")
     if not CTL or not os.access(CTL, os.X_OK):
         skip("VHDRECLAIMCTL is not set to the built client")
-    main([test_parallel_per_device_and_queue])
+    main([test_parallel_per_device_and_queue, test_real_request_upgrades_queued_dry_run])
