@@ -678,7 +678,13 @@ static int method_history(sd_bus_message *msg, void *userdata, sd_bus_error *err
         r = sd_bus_message_read(msg, "su", &name, &limit);
         if (r < 0)
                 return r;
-        r = state_read_history(c->manager->state_dir_fd, name, limit, &e, &n);
+        /* A managed disk by any spelling status takes (names ignore case),
+         * searched as its lines spell it; an image gone since, as given. */
+        Disk *d = *name ? find_disk(c->manager, name) : NULL;
+        _cleanup_free_ char *spelled = d ? utf8_sanitize(d->name) : NULL;
+        if (d && !spelled)
+                return -ENOMEM;
+        r = state_read_history(c->manager->state_dir_fd, spelled ?: name, limit, &e, &n);
         if (r < 0)
                 return sd_bus_error_setf(error, VHDRECLAIM_ERROR_FAILED, "Cannot read the history: %s", strerror(-r));
         r = sd_bus_message_new_method_return(msg, &reply);

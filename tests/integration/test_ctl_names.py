@@ -12,6 +12,9 @@
   status says "success (dry run)", --json has last_dry_run true; a real
   pass of another disk says "success" and last_dry_run false.
 
+- test_history_by_any_spelling: history takes a disk's name in any case,
+  as status does.
+
 Needs qemu-img and qemu-io: skips (77) without them, fails in CI.
 """
 
@@ -102,8 +105,21 @@ def test_dry_run_marked_in_status(tmp):
     assert disks["w"]["last_dry_run"] is True and disks["a"]["last_dry_run"] is False, disks
 
 
+def test_history_by_any_spelling(tmp):
+    """`status` takes a name in any case (section names ignore case);
+    `history` took only the spelling the daemon uses, and showed nothing."""
+    a = standard_image(os.path.join(tmp, "a.vhdx"))
+    d = Daemon(tmp, config(tmp, [("Alice", a)])).start()
+    d.reclaim("Alice")
+    d.wait_passes("Alice", 1)
+    for spelling in ("Alice", "alice", "ALICE"):
+        out = json.loads(ctl_ok(d, "--json", "history", spelling).stdout)
+        assert len(out) == 1 and out[0]["name"] == "Alice", (spelling, out)
+    d.stop()
+
+
 if __name__ == "__main__":
     require_tools("qemu-img", "qemu-io")
     if not CTL or not os.access(CTL, os.X_OK):
         raise SystemExit(f"vhdreclaimctl ({CTL}) not built")
-    main([test_non_utf8_file_name, test_dry_run_marked_in_status])
+    main([test_non_utf8_file_name, test_dry_run_marked_in_status, test_history_by_any_spelling])
