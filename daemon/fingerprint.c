@@ -51,6 +51,23 @@ static int read_header_start(int fd, uint64_t offset, uint64_t *sequence, uint8_
         return 0;
 }
 
+static void fingerprint_from_stat(const struct stat *st, Fingerprint *f) {
+        f->dev = (uint64_t) st->st_dev;
+        f->ino = (uint64_t) st->st_ino;
+        f->size = (uint64_t) st->st_size;
+        f->allocated = (uint64_t) st->st_blocks * 512;
+        f->mtime_nsec = (int64_t) st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+        f->ctime_nsec = (int64_t) st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+}
+
+bool fingerprint_stat_matches(const Fingerprint *f, const struct stat *st) {
+        Fingerprint s = {};
+
+        fingerprint_from_stat(st, &s);
+        return s.dev == f->dev && s.ino == f->ino && s.size == f->size && s.allocated == f->allocated &&
+               s.mtime_nsec == f->mtime_nsec && s.ctime_nsec == f->ctime_nsec;
+}
+
 int fingerprint_take(int fd, bool vhdx, Fingerprint *ret) {
         struct stat st;
         Fingerprint f = {};
@@ -58,12 +75,7 @@ int fingerprint_take(int fd, bool vhdx, Fingerprint *ret) {
 
         if (fstat(fd, &st) < 0)
                 return -errno;
-        f.dev = (uint64_t) st.st_dev;
-        f.ino = (uint64_t) st.st_ino;
-        f.size = (uint64_t) st.st_size;
-        f.allocated = (uint64_t) st.st_blocks * 512;
-        f.mtime_nsec = (int64_t) st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-        f.ctime_nsec = (int64_t) st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+        fingerprint_from_stat(&st, &f);
         f.vhdx = vhdx;
         if (vhdx) {
                 r = read_header_start(fd, VHDX_HEADER1_OFFSET, &f.sequence[0], f.file_write_guid[0]);

@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "config.h"
 
@@ -48,6 +49,9 @@ int fingerprint_take(int fd, bool vhdx, Fingerprint *ret);
 
 /* Every field but pass_time. */
 bool fingerprint_equal(const Fingerprint *a, const Fingerprint *b);
+/* The fields a stat() gives (dev, ino, size, allocated, mtime, ctime) match:
+ * without opening the file, whether a writer could have been in it (ctime). */
+bool fingerprint_stat_matches(const Fingerprint *f, const struct stat *st);
 
 /* One line of text (no newline) and back; parse fails with -EBADMSG on
  * anything but exactly what format writes. */

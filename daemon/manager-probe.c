@@ -87,10 +87,7 @@ static bool probe_known_unchanged(const Probe *p) {
         if (!p->have_known || (p->beneath ? lstat(p->path, &st) : stat(p->path, &st)) < 0 ||
             !S_ISREG(st.st_mode))
                 return false;
-        return (uint64_t) st.st_dev == p->known.dev && (uint64_t) st.st_ino == p->known.ino &&
-               (uint64_t) st.st_size == p->known.size && (uint64_t) st.st_blocks * 512 == p->known.allocated &&
-               (int64_t) st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == p->known.mtime_nsec &&
-               (int64_t) st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec == p->known.ctime_nsec;
+        return fingerprint_stat_matches(&p->known, &st);
 }
 
 static void *probe_thread(void *userdata) {

@@ -464,6 +464,13 @@ static uint64_t options_settings(const PassOptions *o, uint64_t held_by) {
         return fingerprint_settings(o->discard, o->min_hole, held_by, o->force_fixed, o->compact);
 }
 
+/* The image is as `was` recorded it (settings aside, the caller's
+ * business): an fstat and, for a VHDX, the two 32-byte header starts. */
+static bool image_as_recorded(PassState *s, const Fingerprint *was, Fingerprint *ret_now) {
+        *ret_now = (Fingerprint) { .settings = was->settings };
+        return fingerprint_take(s->fd, was->vhdx, ret_now) >= 0 && fingerprint_equal(was, ret_now);
+}
+
 /* The shortcut: the image is as our last complete pass left it, so a full
  * pass would find nothing new. Reads only the two VHDX header starts. */
 static bool pass_unchanged(PassState *s) {
@@ -479,8 +486,7 @@ static bool pass_unchanged(PassState *s) {
         /* It punched all it found, or this same minReclaim held it back. */
         if (was->settings != options_settings(s->o, 0) && was->settings != options_settings(s->o, s->o->min_reclaim))
                 return false;
-        now.settings = was->settings;
-        if (fingerprint_take(s->fd, was->vhdx, &now) < 0 || !fingerprint_equal(was, &now))
+        if (!image_as_recorded(s, was, &now))
                 return false;
         t = (time_t) (was->pass_time / 1000000);
         if (gmtime_r(&t, &tm))
@@ -504,8 +510,7 @@ static bool pass_resume_holds(PassState *s) {
 
         if (!was || s->o->resume_offset == 0)
                 return true;
-        now.settings = was->settings;
-        return fingerprint_take(s->fd, was->vhdx, &now) >= 0 && fingerprint_equal(was, &now);
+        return image_as_recorded(s, was, &now);
 }
 
 /* A pass that judged the whole image: the next one may start from here. */

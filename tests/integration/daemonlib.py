@@ -236,6 +236,19 @@ class Daemon:
                         timeout, 0.1, what=f"{count} history entries of {name}")
 
 
+def drain(sock):
+    """Reads a notify socket on until it is closed, as systemd does: a full
+    one blocks the daemon's sd_notify()."""
+    sock.settimeout(0.5)
+    while True:
+        try:
+            sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:     # closed at the end of the test
+            return
+
+
 def config(tmp, disks=(), reclaim=None, extra="", admin_group=""):
     """A configuration: [reclaim] values (defaults that keep tests quick and
     quiet: no periodic passes, no random delay) and [disk.NAME] sections."""

@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 
-from daemonlib import Daemon, config, main, wait_for
+from daemonlib import Daemon, config, drain, main, wait_for
 
 N = 10000
 def make_images(folder, count):
@@ -23,17 +23,6 @@ def make_images(folder, count):
     for i in range(count):
         with open(os.path.join(folder, f"r{i}.img"), "wb") as f:
             f.truncate(1 << 20)
-
-
-def drain(sock):
-    sock.settimeout(0.5)
-    while True:
-        try:
-            sock.recv(4096)
-        except TimeoutError:
-            continue
-        except OSError:     # closed at the end of the test
-            return
 
 
 def listed(d):

@@ -22,7 +22,7 @@ import threading
 import time
 
 import daemonlib
-from daemonlib import (Daemon, assert_same_content, config, main, make_vhdx, require_tools, run, skip,
+from daemonlib import (Daemon, assert_same_content, config, drain, main, make_vhdx, require_tools, run, skip,
                        standard_image, wait_for)
 
 WATCH = "profiles"
@@ -89,17 +89,6 @@ def inotify_watches(pid):
         except OSError:
             pass
     return n
-
-
-def drain(sock):
-    sock.settimeout(0.5)
-    while True:
-        try:
-            sock.recv(4096)
-        except TimeoutError:
-            continue
-        except OSError:     # closed at the end of the test
-            return
 
 
 # ---- the layout ----
